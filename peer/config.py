@@ -1,0 +1,217 @@
+"""Settings of one peer process: what the orchestrator writes and ``python -m peer`` reads.
+
+One definition serves the topology expander (testbed/), the peer and the docs: the protocol
+settings' field names are the topology file's key names, and their defaults are the textbook's.
+The config file is JSON (not YAML) so the peer never needs a YAML parser to start.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from peer.errors import ConfigError
+
+BLOCK_SIZE = 16 * 1024  # BEP 3: requests are for 2^14 bytes; larger ones are refused
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProtocolSettings:
+    """Every number of the choking and request machinery. Defaults are the textbook's 4 + 1."""
+
+    regular_slots: int = 4
+    """Regular (tit-for-tat) unchoke slots. BEP 3's own client used 3 + 1 optimistic = 4 in all."""
+    optimistic_slots: int = 1
+    rechoke_period: float = 10.0
+    optimistic_period: float = 30.0
+    rate_window: float = 20.0
+    """Seconds over which the rate a neighbour sends to us is averaged for ranking."""
+    snub_time: float = 60.0
+    """A neighbour that unchoked us but sent nothing for this long counts as snubbing us."""
+    unchoke_when_free: bool = False
+    """Unchoke a newly interested neighbour at once while a regular slot is free (start-up aid)."""
+    seed_choke: str = "upload_rate"
+    """How a seed ranks neighbours: by our upload rate to them, or round_robin rotation."""
+    pipeline_depth: int = 16
+    """Minimum outstanding block requests per connection; raised with the measured rate."""
+    block_size: int = BLOCK_SIZE
+    max_neighbours: int = 55
+    announce_interval: float | None = None
+    """Seconds between periodic announces; None follows the tracker's ``interval``."""
+    numwant: int = 50
+    stall_timeout: float = 120.0
+    """Close a connection that sent nothing at all (not even a keep-alive) for this long."""
+
+    def validate(self, where: str = "protocol") -> None:
+        positive_ints = ("regular_slots", "pipeline_depth", "max_neighbours", "numwant")
+        for name in positive_ints:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"must be a whole number >= 1, got {value!r}", f"{where}.{name}")
+        if not isinstance(self.optimistic_slots, int) or self.optimistic_slots < 0:
+            raise ConfigError(
+                f"must be a whole number >= 0, got {self.optimistic_slots!r}",
+                f"{where}.optimistic_slots",
+            )
+        for name in ("rechoke_period", "optimistic_period", "rate_window", "snub_time",
+                     "stall_timeout"):
+            value = getattr(self, name)
+            if not _is_number(value) or value <= 0:
+                raise ConfigError(f"must be a number of seconds > 0, got {value!r}",
+                                  f"{where}.{name}")
+        if self.announce_interval is not None and (
+            not _is_number(self.announce_interval) or self.announce_interval <= 0
+        ):
+            raise ConfigError(f"must be seconds > 0 or null, got {self.announce_interval!r}",
+                              f"{where}.announce_interval")
+        if self.seed_choke not in ("upload_rate", "round_robin"):
+            raise ConfigError(
+                f"must be 'upload_rate' or 'round_robin', got {self.seed_choke!r}",
+                f"{where}.seed_choke",
+            )
+        if not isinstance(self.unchoke_when_free, bool):
+            raise ConfigError("must be true or false", f"{where}.unchoke_when_free")
+        if self.block_size != BLOCK_SIZE:
+            # BEP 3 peers refuse requests over 16 KiB; smaller blocks only waste CPU here.
+            raise ConfigError(f"must be {BLOCK_SIZE} (BEP 3 block size)", f"{where}.block_size")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RateLimit:
+    """A token bucket: ``rate`` bytes per second (None = unlimited) and ``burst`` bytes."""
+
+    rate: float | None = None
+    burst: float | None = None
+    """Bucket depth in bytes; None picks max(2 blocks, 50 ms of rate)."""
+
+    @property
+    def effective_burst(self) -> float:
+        if self.burst is not None:
+            return float(self.burst)
+        if self.rate is None:
+            return math.inf
+        return max(2.0 * BLOCK_SIZE, 0.05 * self.rate)
+
+    def validate(self, where: str) -> None:
+        if self.rate is not None and (not _is_number(self.rate) or self.rate <= 0):
+            raise ConfigError(f"rate must be bytes/s > 0 or null, got {self.rate!r}", where)
+        if self.burst is not None and (not _is_number(self.burst) or self.burst < BLOCK_SIZE):
+            raise ConfigError(
+                f"burst must be at least one block ({BLOCK_SIZE} bytes), got {self.burst!r}", where
+            )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PolicySpec:
+    """A choker or piece picker: a built-in name or ``module:Class``, with keyword parameters."""
+
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PeerConfig:
+    """Everything one peer process needs. Written as JSON by the orchestrator."""
+
+    name: str
+    peer_id: str
+    """20 ASCII characters, e.g. ``-TB0100-000000000007``; logged by remote peers."""
+    torrent: str
+    role: str  # "seed" or "leecher"
+    log: str
+    content: str | None = None
+    """Seed: the file to serve. Leecher: where to write the finished file (None: keep in memory)."""
+    tracker: str | None = None
+    """Announce URL; None uses the .torrent's ``announce``."""
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 0
+    run_start: float | None = None
+    """The run's t = 0 on the system-wide monotonic clock; None means this process's start."""
+    seed: int = 0
+    """Seeds every random choice of this peer."""
+    group: str = ""
+    upload: RateLimit = field(default_factory=RateLimit)
+    download: RateLimit = field(default_factory=RateLimit)
+    protocol: ProtocolSettings = field(default_factory=ProtocolSettings)
+    choker: PolicySpec = field(default_factory=lambda: PolicySpec(name="tit_for_tat"))
+    picker: PolicySpec = field(default_factory=lambda: PolicySpec(name="rarest_first"))
+    leave_after_complete: float | None = None
+    """None: stay as a seed after completing. 0: leave at once. x: leave x seconds later."""
+    counters_period: float = 1.0
+    """Seconds between per-neighbour byte counter events in the log."""
+
+    def validate(self) -> None:
+        if self.role not in ("seed", "leecher"):
+            raise ConfigError(f"must be 'seed' or 'leecher', got {self.role!r}", "role")
+        if len(self.peer_id.encode("latin-1", "replace")) != 20:
+            raise ConfigError(f"must be 20 characters, got {self.peer_id!r}", "peer_id")
+        if self.role == "seed" and not self.content:
+            raise ConfigError("a seed needs the content file to serve", "content")
+        if not (0 <= self.listen_port < 65536):
+            raise ConfigError(f"must be 0..65535, got {self.listen_port!r}", "listen_port")
+        self.upload.validate("upload")
+        self.download.validate("download")
+        self.protocol.validate()
+        if self.leave_after_complete is not None and (
+            not _is_number(self.leave_after_complete) or self.leave_after_complete < 0
+        ):
+            raise ConfigError("must be seconds >= 0 or null", "leave_after_complete")
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Any, source: str = "config") -> PeerConfig:
+        """Build and validate a config from parsed JSON; errors name the source and key."""
+        try:
+            config = _build(cls, data, "")
+            config.validate()
+        except ConfigError as exc:
+            raise ConfigError(str(exc), path=source) from None
+        return config
+
+    @classmethod
+    def load(cls, path: str | Path) -> PeerConfig:
+        try:
+            text = Path(path).read_text()
+        except OSError as exc:
+            raise ConfigError(f"cannot read: {exc.strerror}", path=str(path)) from None
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(
+                f"not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})",
+                path=str(path),
+            ) from None
+        return cls.from_json(data, str(path))
+
+
+_NESTED = {"upload": RateLimit, "download": RateLimit, "protocol": ProtocolSettings,
+           "choker": PolicySpec, "picker": PolicySpec}
+
+
+def _build(cls: type, data: Any, prefix: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"must be an object, got {type(data).__name__}",
+                          prefix.rstrip(".") or None)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}",
+                          prefix.rstrip(".") or None)
+    kwargs = {}
+    for key, value in data.items():
+        nested = _NESTED.get(key) if cls is PeerConfig else None
+        kwargs[key] = _build(nested, value, f"{prefix}{key}.") if nested else value
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        raise ConfigError(str(exc), prefix.rstrip(".") or None) from None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
