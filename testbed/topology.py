@@ -1,0 +1,738 @@
+"""Topology files: YAML in, a checked ``Topology`` out, expanded peer by peer into an Experiment.
+
+Everything is checked before anything starts: unknown keys (with the closest valid one
+suggested), duplicate keys (which PyYAML would silently resolve to the last), wrong types, bad
+units, impossible times and counts. Every error is a ``TopologyError`` naming the file, the key
+path (``groups[1].upload``) and the 1-based line, so ``testbed validate`` and ``testbed run`` can
+print one line and exit 2. The schema is documented in docs/topology.md.
+
+The YAML is composed (not loaded) so that every value keeps the line it came from; the node tree
+is then turned into plain Python plus a map from key path to line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import math
+import random
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, NoReturn
+
+import yaml
+
+from peer.config import BLOCK_SIZE, PolicySpec, ProtocolSettings, RateLimit
+from peer.errors import ConfigError, TestbedError
+from peer.units import parse_rate, parse_size
+from testbed.experiment import (
+    ContentSpec,
+    Departure,
+    EndCondition,
+    Experiment,
+    PeerPlan,
+    peer_id_for,
+)
+
+__all__ = [
+    "BUILTIN_CHOKERS",
+    "BUILTIN_PICKERS",
+    "Arrival",
+    "GroupSpec",
+    "Topology",
+    "TopologyError",
+    "expand",
+    "load_experiment",
+    "load_topology",
+    "parse_topology",
+]
+
+# Policy names the topology accepts without a ``module:Class`` path. Kept here until the policy
+# registry (peer/policy.py) exists; then this list should come from the registry instead.
+BUILTIN_CHOKERS: tuple[str, ...] = (
+    "tit_for_tat", "bep3", "free_rider", "altruist", "bittyrant", "propshare",
+)
+BUILTIN_PICKERS: tuple[str, ...] = ("rarest_first", "random", "sequential")
+
+DEFAULT_TIME_LIMIT = 3600.0
+DEFAULT_ANNOUNCE_INTERVAL = 30.0
+
+
+class TopologyError(TestbedError, ValueError):
+    """A topology that cannot be run: ``file``, ``key`` (a path like ``groups[1].upload``),
+    ``line`` (1-based) and ``message`` say what and where."""
+
+    def __init__(self, message: str, *, file: str | None = None, key: str | None = None,
+                 line: int | None = None) -> None:
+        self.message = message
+        self.file = file
+        self.key = key
+        self.line = line
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        where = self.file or "<topology>"
+        if self.line is not None:
+            where = f"{where}:{self.line}"
+        return f"{where}: {self.key}: {self.message}" if self.key else f"{where}: {self.message}"
+
+
+# ---------------------------------------------------------------------------------------------
+# The validated topology
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Arrival:
+    """When a group's peers arrive.
+
+    - ``at``: everyone at ``start``;
+    - ``uniform``: independently and uniformly over [``start``, ``end``];
+    - ``poisson``: one by one, a Poisson process of ``rate`` arrivals per second from ``start``;
+    - ``list``: exactly ``times``, one per peer.
+    """
+
+    kind: Literal["at", "uniform", "poisson", "list"] = "at"
+    start: float = 0.0
+    end: float | None = None
+    rate: float | None = None
+    times: tuple[float, ...] = ()
+
+    def draw(self, count: int, rng: random.Random) -> list[float]:
+        """``count`` arrival times, in peer order; random kinds draw from ``rng``."""
+        if self.kind == "at":
+            return [self.start] * count
+        if self.kind == "list":
+            return list(self.times)
+        if self.kind == "uniform":
+            assert self.end is not None
+            # Sorted so that a group's peers arrive in name order: easier to read in logs.
+            return sorted(round(rng.uniform(self.start, self.end), 3) for _ in range(count))
+        assert self.rate is not None
+        times, t = [], self.start
+        for _ in range(count):
+            t += rng.expovariate(self.rate)
+            times.append(round(t, 3))
+        return times
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GroupSpec:
+    """One peer group of the topology, with the global protocol settings already merged in."""
+
+    name: str
+    count: int
+    role: Literal["seed", "leecher"]
+    upload: RateLimit
+    download: RateLimit
+    choker: PolicySpec
+    picker: PolicySpec
+    protocol: ProtocolSettings
+    arrival: Arrival
+    departure: Departure
+    key: str
+    """Key path of this group in the file, e.g. ``groups[1]``."""
+    line: int
+    departure_line: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Topology:
+    """A topology file, checked: what ``expand`` turns into an ``Experiment`` for one seed."""
+
+    name: str
+    file: str
+    text: str
+    """The file as given, for the run directory."""
+    seed: int
+    content_name: str
+    content_size: int
+    piece_size: int
+    content_seed: int | None
+    """None: the content's bytes follow the run's seed."""
+    protocol: ProtocolSettings
+    tracker_url: str | None
+    announce_interval: float
+    groups: tuple[GroupSpec, ...]
+    end: EndCondition
+
+    @property
+    def peer_count(self) -> int:
+        return sum(g.count for g in self.groups)
+
+
+# ---------------------------------------------------------------------------------------------
+# Public entry points
+
+
+def load_topology(path: str | Path) -> Topology:
+    """Read and check a topology file; raises ``TopologyError`` naming the file, key and line."""
+    file = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise TopologyError("no such file", file=file) from None
+    except IsADirectoryError:
+        raise TopologyError("is a directory, not a topology file", file=file) from None
+    except OSError as exc:
+        raise TopologyError(f"cannot read: {exc.strerror}", file=file) from None
+    except UnicodeDecodeError as exc:
+        raise TopologyError(f"not UTF-8 text (byte {exc.start})", file=file) from None
+    return parse_topology(text, file=file, default_name=Path(path).stem)
+
+
+def parse_topology(text: str, *, file: str = "<topology>",
+                   default_name: str = "topology") -> Topology:
+    """Check topology YAML given as text (``file`` is only used in messages)."""
+    value, lines, key_lines = _read_yaml(text, file)
+    return _Checker(file, lines, key_lines).topology(value, text, default_name)
+
+
+def expand(topology: Topology, seed: int | None = None) -> Experiment:
+    """Every peer of ``topology`` with its settings, arrival and departure, for run seed ``seed``
+    (default: the topology's). The same topology and seed always give the same experiment."""
+    run_seed = topology.seed if seed is None else seed
+    if not isinstance(run_seed, int) or isinstance(run_seed, bool):
+        raise TopologyError(f"the run seed must be a whole number, got {run_seed!r}",
+                            file=topology.file, key="seed")
+    peers: list[PeerPlan] = []
+    for group in topology.groups:
+        # One generator per group, keyed by name: adding a group does not move the others.
+        rng = random.Random(f"{run_seed}:{group.name}")
+        for i, arrival in enumerate(group.arrival.draw(group.count, rng)):
+            name = f"{group.name}-{i}"
+            leaves = group.departure.time
+            if group.departure.kind in ("at", "killed") and leaves is not None \
+                    and leaves <= arrival:
+                raise TopologyError(
+                    f"{name} would leave at {leaves:g} s but arrives at {arrival:g} s"
+                    f" (run seed {run_seed}); make the departure later than every arrival",
+                    file=topology.file, key=f"{group.key}.departure", line=group.departure_line)
+            index = len(peers)
+            peers.append(PeerPlan(
+                name=name, group=group.name, index=index, role=group.role,
+                peer_id=peer_id_for(index), seed=_peer_seed(run_seed, index), arrival=arrival,
+                departure=group.departure, upload=group.upload, download=group.download,
+                protocol=group.protocol, choker=group.choker, picker=group.picker,
+            ))
+    content = ContentSpec(
+        size=topology.content_size, piece_length=topology.piece_size, name=topology.content_name,
+        seed=run_seed if topology.content_seed is None else topology.content_seed,
+    )
+    return Experiment(
+        name=topology.name, seed=run_seed, content=content, peers=tuple(peers), end=topology.end,
+        tracker_url=topology.tracker_url, announce_interval=topology.announce_interval,
+    )
+
+
+def load_experiment(path: str | Path, seed: int | None = None) -> Experiment:
+    """``expand(load_topology(path), seed)``: what ``testbed run`` and ``testbed validate`` need."""
+    return expand(load_topology(path), seed)
+
+
+def _peer_seed(run_seed: int, index: int) -> int:
+    # A hash, not run_seed + index: neighbouring runs must not share peers' random streams.
+    digest = hashlib.blake2b(f"bt-testbed:{run_seed}:{index}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") >> 1  # 63 bits: fits any JSON reader's int64
+
+
+# ---------------------------------------------------------------------------------------------
+# YAML with lines
+
+_MAP_TAG = "tag:yaml.org,2002:map"
+_SEQ_TAG = "tag:yaml.org,2002:seq"
+_STR_TAG = "tag:yaml.org,2002:str"
+
+
+def _read_yaml(text: str, file: str) -> tuple[Any, dict[str, int], dict[str, int]]:
+    """Plain Python from YAML text, plus value and key lines (1-based) by key path."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        problem = exc.problem or exc.context or "cannot parse"
+        if exc.context and exc.problem and exc.context_mark is not None:
+            problem = f"{problem} ({exc.context} at line {exc.context_mark.line + 1})"
+        raise TopologyError(f"YAML syntax: {problem}", file=file,
+                            line=mark.line + 1 if mark is not None else None) from None
+    except yaml.YAMLError as exc:
+        raise TopologyError(f"YAML: {exc}", file=file) from None
+    if root is None:
+        raise TopologyError("empty file: a topology needs at least 'content' and 'groups'",
+                            file=file, line=1)
+    lines: dict[str, int] = {}
+    key_lines: dict[str, int] = {}
+    constructor = yaml.SafeLoader("")  # only its scalar constructors are used
+
+    def convert(node: yaml.Node, path: str) -> Any:
+        lines[path] = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            if node.tag != _MAP_TAG:
+                _fail_node(file, path, node, f"unsupported YAML tag {node.tag}")
+            result: dict[str, Any] = {}
+            for key_node, value_node in node.value:
+                if not (isinstance(key_node, yaml.ScalarNode) and key_node.tag == _STR_TAG):
+                    if isinstance(key_node, yaml.ScalarNode) and key_node.value == "<<":
+                        _fail_node(file, path, key_node,
+                                   "YAML merge keys (<<) are not supported: write the keys out")
+                    _fail_node(file, path, key_node, "keys must be names (text), "
+                               f"got {_describe(constructor.construct_object(key_node))}")
+                key = key_node.value
+                child = f"{path}.{key}" if path else key
+                if key in result:
+                    _fail_node(file, child, key_node,
+                               f"duplicate key '{key}' (first at line {key_lines[child]}); "
+                               "YAML would silently keep only the last one")
+                key_lines[child] = key_node.start_mark.line + 1
+                result[key] = convert(value_node, child)
+            return result
+        if isinstance(node, yaml.SequenceNode):
+            if node.tag != _SEQ_TAG:
+                _fail_node(file, path, node, f"unsupported YAML tag {node.tag}")
+            items = []
+            for i, item in enumerate(node.value):
+                child = f"{path}[{i}]"
+                key_lines[child] = item.start_mark.line + 1
+                items.append(convert(item, child))
+            return items
+        try:
+            return constructor.construct_object(node, deep=True)
+        except yaml.YAMLError as exc:
+            _fail_node(file, path, node, f"cannot read value: {getattr(exc, 'problem', exc)}")
+
+    return convert(root, ""), lines, key_lines
+
+
+def _fail_node(file: str, path: str, node: yaml.Node, message: str) -> NoReturn:
+    raise TopologyError(message, file=file, key=path or None, line=node.start_mark.line + 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# The schema
+
+_TOP_KEYS = ("name", "seed", "content", "protocol", "tracker", "groups", "end")
+_CONTENT_KEYS = ("size", "piece_size", "seed", "name")
+_TRACKER_KEYS = ("announce_interval", "numwant", "url")
+_GROUP_KEYS = ("name", "count", "role", "upload", "download", "choker", "picker", "protocol",
+               "arrival", "departure")
+_RATE_KEYS = ("rate", "burst")
+_POLICY_KEYS = ("name", "params")
+_END_KEYS = ("all_complete", "time_limit")
+_ARRIVAL_FORMS = "a time (all at once), {uniform: [from, to]}, {poisson: {rate: r, start: t}} " \
+                 "or {at: [t1, t2, ...]}"
+_DEPARTURE_FORMS = "never, on_completion, {after_completion: s}, {at: t} or {killed: t}"
+_PROTOCOL_FIELDS = {f.name: f for f in dataclasses.fields(ProtocolSettings)}
+
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+_GROUP_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_POLICY_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
+_DURATION = re.compile(
+    r"^\s*([+-]?[0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*(ms|s|sec|min|h)?\s*$")
+_DURATION_UNITS = {None: 1.0, "s": 1.0, "sec": 1.0, "ms": 0.001, "min": 60.0, "h": 3600.0}
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, str):
+        return f"'{value}'"
+    if isinstance(value, int | float):
+        return f"{value!r}"
+    return f"{value!r} ({type(value).__name__})"
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+class _Checker:
+    """Turns the plain YAML value into a ``Topology``; every complaint gets its line."""
+
+    def __init__(self, file: str, lines: dict[str, int], key_lines: dict[str, int]) -> None:
+        self.file = file
+        self.lines = lines
+        self.key_lines = key_lines
+
+    # -- reporting ------------------------------------------------------------------------
+
+    def line(self, path: str, *, key: bool = False) -> int | None:
+        """The line of ``path`` (its key's line with ``key``), else of its nearest ancestor."""
+        while True:
+            found = (self.key_lines if key else self.lines).get(path)
+            if found is None and key:
+                found = self.lines.get(path)
+            if found is not None or not path:
+                return found
+            path = _parent(path)
+
+    def fail(self, path: str, message: str, *, key: bool = False) -> NoReturn:
+        raise TopologyError(message, file=self.file, key=path or None,
+                            line=self.line(path, key=key))
+
+    def config_error(self, exc: ConfigError) -> NoReturn:
+        """A ConfigError from a peer.config validator, placed at its key's line."""
+        message = str(exc)
+        if exc.key and message.startswith(f"{exc.key}: "):
+            message = message[len(exc.key) + 2:]
+        self.fail(exc.key or "", message)
+
+    # -- generic shapes -------------------------------------------------------------------
+
+    def mapping(self, value: Any, path: str, valid: Sequence[str],
+                required: Sequence[str] = ()) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            self.fail(path, f"must be a mapping of {', '.join(valid)}; got {_describe(value)}")
+        for key in value:
+            if key not in valid:
+                child = f"{path}.{key}" if path else key
+                close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                self.fail(child, f"unknown key '{key}'{hint}; valid keys: {', '.join(valid)}",
+                          key=True)
+        for key in required:
+            if key not in value:
+                self.fail(f"{path}.{key}" if path else key,
+                          f"missing; {path or 'the topology'} needs '{key}'")
+        return value
+
+    def integer(self, value: Any, path: str, minimum: int) -> int:
+        if not isinstance(value, int) or isinstance(value, bool):
+            self.fail(path, f"must be a whole number, got {_describe(value)}")
+        if value < minimum:
+            self.fail(path, f"must be at least {minimum}, got {value}")
+        return value
+
+    def boolean(self, value: Any, path: str) -> bool:
+        if not isinstance(value, bool):
+            self.fail(path, f"must be true or false, got {_describe(value)}")
+        return value
+
+    def text(self, value: Any, path: str, pattern: re.Pattern[str] | None = None,
+             what: str = "") -> str:
+        if not isinstance(value, str):
+            self.fail(path, f"must be text, got {_describe(value)}")
+        if pattern is not None and not pattern.match(value):
+            self.fail(path, f"{_describe(value)} is not a valid name: {what}")
+        return value
+
+    def duration(self, value: Any, path: str, *, positive: bool = False,
+                 check_sign: bool = True) -> float:
+        """Seconds: a number, or text with a unit (``500ms``, ``10s``, ``2min``, ``1h``)."""
+        if _is_number(value):
+            seconds = float(value)
+        elif isinstance(value, str) and (match := _DURATION.match(value)):
+            seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+        else:
+            self.fail(path, f"cannot read time {_describe(value)}: write seconds like 30, "
+                            "'30s', '500ms', '2min'")
+        if not math.isfinite(seconds):
+            self.fail(path, f"must be a finite time, got {_describe(value)}")
+        if check_sign and seconds < 0:
+            self.fail(path, f"must not be negative, got {_describe(value)}")
+        if check_sign and positive and seconds == 0:
+            self.fail(path, "must be more than 0 seconds")
+        return seconds
+
+    def size(self, value: Any, path: str) -> int:
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            self.fail(path, f"must be a size like '16MiB', got {_describe(value)}")
+        try:
+            return parse_size(value)
+        except ValueError as exc:
+            self.fail(path, str(exc))
+
+    def rate(self, value: Any, path: str) -> RateLimit:
+        """``512KiB/s``, ``unlimited``, a number of bytes/s, or ``{rate: ..., burst: ...}``."""
+        burst: int | None = None
+        if isinstance(value, dict):
+            self.mapping(value, path, _RATE_KEYS, required=("rate",))
+            if value.get("burst") is not None:
+                burst = self.size(value["burst"], f"{path}.burst")
+            rate_path, value = f"{path}.rate", value["rate"]
+        else:
+            rate_path = path
+        if value is not None and (isinstance(value, bool) or not isinstance(value, str | int |
+                                                                              float)):
+            self.fail(rate_path, f"must be a rate like '512KiB/s' or 'unlimited', "
+                                 f"got {_describe(value)}")
+        try:
+            limit = RateLimit(rate=parse_rate(value), burst=burst)
+        except ValueError as exc:
+            self.fail(rate_path, str(exc))
+        try:
+            limit.validate(path)
+        except ConfigError as exc:
+            self.fail(f"{path}.burst" if burst is not None else path,
+                      str(exc).removeprefix(f"{path}: "))
+        return limit
+
+    # -- sections -------------------------------------------------------------------------
+
+    def topology(self, value: Any, text: str, default_name: str) -> Topology:
+        if not isinstance(value, dict):
+            self.fail("", f"the top level must be a mapping with keys {', '.join(_TOP_KEYS)}; "
+                          f"got {_describe(value)}")
+        top = self.mapping(value, "", _TOP_KEYS, required=("content", "groups"))
+        name = self.text(top.get("name", default_name), "name", _NAME,
+                         "use letters, digits, '_', '-' and '.'")
+        seed = self.integer(top.get("seed", 0), "seed", 0)
+
+        content = self.mapping(top["content"], "content", _CONTENT_KEYS, required=("size",))
+        size = self.size(content["size"], "content.size")
+        piece_size = self.size(content.get("piece_size", 256 * 1024), "content.piece_size")
+        if piece_size < BLOCK_SIZE or piece_size & (piece_size - 1):
+            # BEP 3 allows any length, but every client uses powers of two, at least one block.
+            self.fail("content.piece_size", f"must be a power of two of at least 16KiB, "
+                                            f"got {piece_size} bytes")
+        content_seed = None
+        if content.get("seed") is not None:
+            content_seed = self.integer(content["seed"], "content.seed", 0)
+        content_name = self.text(content.get("name", "content.bin"), "content.name", _NAME,
+                                 "a file name: letters, digits, '_', '-' and '.'")
+
+        tracker = self.mapping(_or_empty(top.get("tracker")), "tracker", _TRACKER_KEYS)
+        announce_interval = self.duration(
+            tracker.get("announce_interval", DEFAULT_ANNOUNCE_INTERVAL),
+            "tracker.announce_interval", positive=True)
+        url = tracker.get("url")
+        if url is not None:
+            url = self.text(url, "tracker.url")
+            if not url.startswith(("http://", "https://")):
+                self.fail("tracker.url", f"must be an http:// or https:// announce URL, "
+                                         f"got {_describe(url)}")
+
+        base = ProtocolSettings()
+        if "numwant" in tracker:
+            base = dataclasses.replace(
+                base, numwant=self.integer(tracker["numwant"], "tracker.numwant", 1))
+        protocol_value = _or_empty(top.get("protocol"))
+        if "numwant" in tracker and isinstance(protocol_value, dict) \
+                and "numwant" in protocol_value:
+            self.fail("protocol.numwant", "numwant is also set in tracker.numwant: "
+                                          "set it in one place", key=True)
+        protocol = self.protocol(protocol_value, "protocol", base)
+
+        groups = self.groups(top["groups"], protocol)
+        end = self.end(top.get("end", {}))
+        return Topology(
+            name=name, file=self.file, text=text, seed=seed, content_name=content_name,
+            content_size=size, piece_size=piece_size, content_seed=content_seed,
+            protocol=protocol, tracker_url=url, announce_interval=announce_interval,
+            groups=groups, end=end,
+        )
+
+    def protocol(self, value: Any, path: str, base: ProtocolSettings) -> ProtocolSettings:
+        """ProtocolSettings fields by name, over ``base``; ranges checked by its validate()."""
+        self.mapping(value, path, tuple(_PROTOCOL_FIELDS))
+        changes: dict[str, Any] = {}
+        for key, raw in value.items():
+            child = f"{path}.{key}"
+            kind = str(_PROTOCOL_FIELDS[key].type)
+            if kind == "bool":
+                changes[key] = self.boolean(raw, child)
+            elif kind == "int":
+                if not isinstance(raw, int) or isinstance(raw, bool):
+                    self.fail(child, f"must be a whole number, got {_describe(raw)}")
+                changes[key] = raw
+            elif kind.startswith("float"):
+                if raw is None and "None" in kind:
+                    changes[key] = None
+                else:
+                    # The sign and range are the settings' own validate()'s business.
+                    changes[key] = self.duration(raw, child, check_sign=False)
+            elif kind == "str":
+                changes[key] = self.text(raw, child)
+            else:  # a field type this reader does not know yet: validate() judges it
+                changes[key] = raw
+        settings = dataclasses.replace(base, **changes)
+        try:
+            settings.validate(where=path)
+        except ConfigError as exc:
+            self.config_error(exc)
+        return settings
+
+    def policy(self, value: Any, path: str, builtins: tuple[str, ...], what: str) -> PolicySpec:
+        """A policy by name, ``module:Class``, or ``{name: ..., params: {...}}``."""
+        params: dict[str, Any] = {}
+        name_path = path
+        if isinstance(value, dict):
+            self.mapping(value, path, _POLICY_KEYS, required=("name",))
+            name_path, name = f"{path}.name", value["name"]
+            raw_params = value.get("params") or {}
+            if not isinstance(raw_params, dict):
+                self.fail(f"{path}.params", f"must be a mapping of parameter names to values, "
+                                            f"got {_describe(raw_params)}")
+            self._plain(raw_params, f"{path}.params")
+            params = dict(raw_params)
+        else:
+            name = value
+        if not isinstance(name, str):
+            self.fail(name_path, f"must be a {what} name, got {_describe(name)}")
+        if name not in builtins and not _POLICY_PATH.match(name):
+            close = difflib.get_close_matches(name, builtins, n=1, cutoff=0.6)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            self.fail(name_path, f"unknown {what} '{name}'{hint}; built-in {what}s: "
+                                 f"{', '.join(builtins)}, or your own as 'module:Class'")
+        return PolicySpec(name=name, params=params)
+
+    def _plain(self, value: Any, path: str) -> None:
+        """Policy parameters end up in JSON config files: only JSON's types are allowed."""
+        if isinstance(value, dict):
+            for key, item in value.items():
+                self._plain(item, f"{path}.{key}")
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                self._plain(item, f"{path}[{i}]")
+        elif not (value is None or isinstance(value, str | bool | int)
+                  or (isinstance(value, float) and math.isfinite(value))):
+            self.fail(path, f"must be text, a number, true/false, null, a list or a mapping; "
+                            f"got {_describe(value)}")
+
+    def groups(self, value: Any, protocol: ProtocolSettings) -> tuple[GroupSpec, ...]:
+        if not isinstance(value, list) or not value:
+            self.fail("groups", f"must be a list of peer groups (at least one), "
+                                f"got {_describe(value)}")
+        result: list[GroupSpec] = []
+        first_line: dict[str, int] = {}
+        for i, raw in enumerate(value):
+            path = f"groups[{i}]"
+            group = self.mapping(raw, path, _GROUP_KEYS, required=("name",))
+            name = self.text(group["name"], f"{path}.name", _GROUP_NAME,
+                             "start with a letter or '_', then letters, digits or '_'")
+            if name in first_line:
+                self.fail(f"{path}.name", f"group name '{name}' is already used "
+                                          f"(line {first_line[name]}); names must be unique")
+            first_line[name] = self.line(f"{path}.name") or 0
+            count = self.integer(group.get("count", 1), f"{path}.count", 1)
+            role = group.get("role", "leecher")
+            if role not in ("seed", "leecher"):
+                self.fail(f"{path}.role", f"must be 'seed' or 'leecher', got {_describe(role)}")
+            merged = protocol
+            if group.get("protocol") is not None:
+                merged = self.protocol(group["protocol"], f"{path}.protocol", protocol)
+            departure = self.departure(group.get("departure", "never"), f"{path}.departure", role)
+            result.append(GroupSpec(
+                name=name, count=count, role=role,
+                upload=self.rate(group.get("upload", "unlimited"), f"{path}.upload"),
+                download=self.rate(group.get("download", "unlimited"), f"{path}.download"),
+                choker=self.policy(group.get("choker", "tit_for_tat"), f"{path}.choker",
+                                   BUILTIN_CHOKERS, "choker"),
+                picker=self.policy(group.get("picker", "rarest_first"), f"{path}.picker",
+                                   BUILTIN_PICKERS, "picker"),
+                protocol=merged,
+                arrival=self.arrival(group.get("arrival", 0), f"{path}.arrival", count),
+                departure=departure,
+                key=path, line=self.line(path) or 0,
+                departure_line=self.line(f"{path}.departure") or self.line(path) or 0,
+            ))
+        if not any(g.role == "seed" for g in result):
+            self.fail("groups", "no seed: at least one group needs 'role: seed', or nobody has "
+                                "the content to start with", key=True)
+        if not any(g.role == "leecher" for g in result):
+            self.fail("groups", "no leecher: at least one group needs 'role: leecher' "
+                                "(the default), or there is nothing to distribute", key=True)
+        return tuple(result)
+
+    def _single(self, value: dict[str, Any], path: str, forms: dict[str, Callable[[], Any]],
+                described: str) -> Any:
+        """A one-key mapping choosing a form, e.g. ``{poisson: {...}}``."""
+        if len(value) != 1:
+            self.fail(path, f"takes exactly one form, got keys {', '.join(value) or 'none'}; "
+                            f"write {described}")
+        (form,) = value
+        if form not in forms:
+            close = difflib.get_close_matches(form, list(forms), n=1, cutoff=0.6)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            self.fail(f"{path}.{form}", f"unknown form '{form}'{hint}; write {described}",
+                      key=True)
+        return forms[form]()
+
+    def arrival(self, value: Any, path: str, count: int) -> Arrival:
+        if not isinstance(value, dict):
+            if isinstance(value, list):
+                self.fail(path, f"a list of times goes under 'at': {{at: [...]}}; "
+                                f"write {_ARRIVAL_FORMS}")
+            return Arrival(kind="at", start=self.duration(value, path))
+
+        def uniform() -> Arrival:
+            span, where = value["uniform"], f"{path}.uniform"
+            if not isinstance(span, list) or len(span) != 2:
+                self.fail(where, f"must be [from, to], got {_describe(span)}")
+            low = self.duration(span[0], f"{where}[0]")
+            high = self.duration(span[1], f"{where}[1]")
+            if high < low:
+                self.fail(where, f"'to' ({high:g} s) comes before 'from' ({low:g} s)")
+            return Arrival(kind="uniform", start=low, end=high)
+
+        def poisson() -> Arrival:
+            where = f"{path}.poisson"
+            spec = self.mapping(value["poisson"], where, ("rate", "start"), required=("rate",))
+            rate = spec["rate"]
+            if not _is_number(rate) or not math.isfinite(rate) or rate <= 0:
+                self.fail(f"{where}.rate", f"must be arrivals per second > 0, "
+                                           f"got {_describe(rate)}")
+            start = self.duration(spec.get("start", 0), f"{where}.start")
+            return Arrival(kind="poisson", rate=float(rate), start=start)
+
+        def at() -> Arrival:
+            times, where = value["at"], f"{path}.at"
+            if not isinstance(times, list):
+                self.fail(where, f"must be a list of {count} times, got {_describe(times)}")
+            if len(times) != count:
+                self.fail(where, f"lists {len(times)} times but the group has count {count}: "
+                                 "give one arrival time per peer")
+            return Arrival(kind="list", times=tuple(
+                self.duration(t, f"{where}[{i}]") for i, t in enumerate(times)))
+
+        return self._single(value, path, {"uniform": uniform, "poisson": poisson, "at": at},
+                            _ARRIVAL_FORMS)
+
+    def departure(self, value: Any, path: str, role: str) -> Departure:
+        if isinstance(value, str):
+            if value not in ("never", "on_completion"):
+                close = difflib.get_close_matches(value, ["never", "on_completion"], n=1)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                self.fail(path, f"unknown departure '{value}'{hint}; write {_DEPARTURE_FORMS}")
+            departure = Departure(kind=value)  # type: ignore[arg-type]
+        elif isinstance(value, dict):
+            def timed(kind: str) -> Callable[[], Departure]:
+                return lambda: Departure(kind=kind,  # type: ignore[arg-type]
+                                         time=self.duration(value[kind], f"{path}.{kind}"))
+            departure = self._single(
+                value, path,
+                {k: timed(k) for k in ("after_completion", "at", "killed")}, _DEPARTURE_FORMS)
+        else:
+            self.fail(path, f"cannot read departure {_describe(value)}; write {_DEPARTURE_FORMS}")
+        if role == "seed" and departure.kind in ("on_completion", "after_completion"):
+            self.fail(path, "a seed is complete from the start, so it would leave at once; "
+                            "use {at: t} or {killed: t} for a seed that leaves")
+        return departure
+
+    def end(self, value: Any) -> EndCondition:
+        end = self.mapping(value if value is not None else {}, "end", _END_KEYS)
+        all_complete = self.boolean(end.get("all_complete", True), "end.all_complete")
+        limit = end.get("time_limit", DEFAULT_TIME_LIMIT)
+        time_limit = None if limit is None else self.duration(limit, "end.time_limit",
+                                                              positive=True)
+        if not all_complete and time_limit is None:
+            self.fail("end", "the run would never end: set all_complete: true, a time_limit, "
+                             "or both")
+        return EndCondition(all_complete=all_complete, time_limit=time_limit)
+
+
+def _parent(path: str) -> str:
+    cut = max(path.rfind("."), path.rfind("["))
+    return path[:cut] if cut > 0 else ""
+
+
+def _or_empty(value: Any) -> Any:
+    # A section written with no content (``tracker:``) is YAML null: take it as empty.
+    return {} if value is None else value
