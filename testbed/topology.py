@@ -255,6 +255,9 @@ def _read_yaml(text: str, file: str) -> tuple[Any, dict[str, int], dict[str, int
         problem = exc.problem or exc.context or "cannot parse"
         if exc.context and exc.problem and exc.context_mark is not None:
             problem = f"{problem} ({exc.context} at line {exc.context_mark.line + 1})"
+        if "block end" in problem or "not allowed here" in problem:
+            # PyYAML's words for the commonest mistake are cryptic: say it plainly.
+            problem += "; check the indentation of this line and the one before"
         raise TopologyError(f"YAML syntax: {problem}", file=file,
                             line=mark.line + 1 if mark is not None else None) from None
     except yaml.YAMLError as exc:
