@@ -595,16 +595,17 @@ class WireReader:
             self._check_index(index, msg_id)
             self._pos = end
             return Piece(index=index, begin=begin, block=bytes(buf[pos + 13:end]))
-        if length > self._max_length:
-            self._fail_oversized(length, msg_id)
         fixed = _FIXED_LENGTH.get(msg_id)
         if fixed is not None:
             if length != fixed:
                 self._fail_length(msg_id, length)
-        elif msg_id == BITFIELD and self._num_pieces is not None:
-            if length != 1 + _bitfield_size(self._num_pieces):
+        elif msg_id == BITFIELD:
+            if self._num_pieces is None:
+                if length > self._max_length:
+                    self._fail_oversized(length, msg_id)
+            elif length != 1 + _bitfield_size(self._num_pieces):
                 self._fail_length(msg_id, length)
-        elif msg_id != BITFIELD and length > MAX_UNKNOWN_LENGTH:
+        elif length > MAX_UNKNOWN_LENGTH:
             self._fail_oversized(length, msg_id)
         end = pos + 4 + length
         if len(buf) < end:
