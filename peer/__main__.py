@@ -1,0 +1,76 @@
+"""``python -m peer``: one BitTorrent peer process.
+
+The orchestrator runs ``python -m peer --config peers/<name>.json``; for hand use, flags build
+the same config (``python -m peer --torrent x.torrent --role leecher --log me.jsonl``).
+Exit status: 0 after a clean stop (SIGTERM, or leaving after completion), 2 on bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from peer.config import PeerConfig, PolicySpec, RateLimit
+from peer.errors import TestbedError
+from peer.units import parse_rate
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m peer", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", help="a PeerConfig JSON file (what the orchestrator writes)")
+    parser.add_argument("--torrent", help=".torrent file")
+    parser.add_argument("--role", choices=("seed", "leecher"), default="leecher")
+    parser.add_argument("--content", help="seed: file to serve; leecher: where to write it")
+    parser.add_argument("--log", help="event log path (JSON lines)")
+    parser.add_argument("--name", default="peer")
+    parser.add_argument("--peer-id", default="-TB0100-000000000000")
+    parser.add_argument("--tracker", help="announce URL (default: the torrent's)")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--upload", default="unlimited", help="upload cap, e.g. 512KiB/s")
+    parser.add_argument("--download", default="unlimited", help="download cap, e.g. 4Mbit/s")
+    parser.add_argument("--choker", default="tit_for_tat")
+    parser.add_argument("--picker", default="rarest_first")
+    parser.add_argument("--seed", type=int, default=0, help="random seed of this peer")
+    parser.add_argument("--leave-after-complete", type=float, default=None)
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> PeerConfig:
+    if args.config:
+        return PeerConfig.load(args.config)
+    if not args.torrent or not args.log:
+        raise TestbedError("give --config FILE, or at least --torrent and --log")
+    try:
+        upload, download = parse_rate(args.upload), parse_rate(args.download)
+    except ValueError as exc:
+        raise TestbedError(str(exc)) from None
+    config = PeerConfig(
+        name=args.name, peer_id=args.peer_id, torrent=args.torrent, role=args.role, log=args.log,
+        content=args.content, tracker=args.tracker, listen_host=args.host, listen_port=args.port,
+        seed=args.seed, upload=RateLimit(rate=upload), download=RateLimit(rate=download),
+        choker=PolicySpec(name=args.choker), picker=PolicySpec(name=args.picker),
+        leave_after_complete=args.leave_after_complete)
+    config.validate()
+    return config
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = config_from_args(args)
+        # Imported here so that --help and config errors stay instant.
+        import trio
+
+        from peer.node import Node
+
+        node = Node(config)
+    except TestbedError as exc:
+        print(f"peer: {exc}", file=sys.stderr)
+        return 2
+    trio.run(node.run)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

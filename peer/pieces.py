@@ -1,0 +1,249 @@
+"""Which pieces and blocks we have, which are requested from whom, and SHA-1 verification.
+
+Sans-I/O: the node feeds it block arrivals and asks it what to request next; it never touches a
+socket or a clock (times are passed in). Block data is written straight into the peer's storage
+buffer, so a piece is hashed where it lies and nothing is copied twice.
+
+Request order: blocks of pieces already started come first (strict priority, so pieces finish
+and can be traded), then the piece picker chooses a new piece, and once every missing block has
+been requested from someone the end game requests the outstanding blocks from other neighbours
+too; the node cancels the duplicates when the first copy arrives.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, field
+
+from peer.config import BLOCK_SIZE
+
+FREE, REQUESTED, DONE = 0, 1, 2
+
+
+@dataclass(slots=True)
+class ActivePiece:
+    index: int
+    size: int
+    started_at: float
+    block_state: bytearray
+    requesters: list[set[Hashable]]
+    senders: list[str] = field(default_factory=list)
+    free_blocks: int = 0
+    done_blocks: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class PieceDone:
+    """A piece whose last block arrived: verified or not, who sent it, when it was started."""
+
+    index: int
+    ok: bool
+    size: int
+    senders: tuple[str, ...]
+    started_at: float
+    duplicate_requesters: tuple[Hashable, ...]
+    """Other connections that still have a request out for a block of it (end game)."""
+
+
+class BlockResult:
+    UNREQUESTED = "unrequested"
+    REDUNDANT = "redundant"
+    ACCEPTED = "accepted"
+
+
+class PieceState:
+    def __init__(self, *, piece_length: int, length: int, piece_hashes: Sequence[bytes],
+                 storage: bytearray | memoryview, have_all: bool) -> None:
+        self.piece_length = piece_length
+        self.length = length
+        self.num_pieces = len(piece_hashes)
+        self.piece_hashes = piece_hashes
+        self.storage = storage
+        self.have = bytearray([1 if have_all else 0]) * self.num_pieces
+        self.have_count = self.num_pieces if have_all else 0
+        self.availability = [0] * self.num_pieces
+        self.active: dict[int, ActivePiece] = {}
+        self.unstarted = 0 if have_all else self.num_pieces
+        self.free_in_active = 0
+        self.bytes_verified = 0
+
+    # --- geometry ---------------------------------------------------------------------------
+
+    def piece_size(self, index: int) -> int:
+        if index == self.num_pieces - 1:
+            return self.length - index * self.piece_length
+        return self.piece_length
+
+    @property
+    def complete(self) -> bool:
+        return self.have_count == self.num_pieces
+
+    def valid_block(self, index: int, begin: int, length: int) -> bool:
+        """A block inside the file, at a block boundary, at most 16 KiB long (BEP 3)."""
+        if not (0 <= index < self.num_pieces) or length <= 0 or length > BLOCK_SIZE:
+            return False
+        size = self.piece_size(index)
+        return 0 <= begin < size and begin + length <= size
+
+    def read_block(self, index: int, begin: int, length: int) -> bytes:
+        offset = index * self.piece_length + begin
+        return bytes(self.storage[offset:offset + length])
+
+    # --- availability -----------------------------------------------------------------------
+
+    def add_availability(self, flags: Sequence[int], delta: int) -> None:
+        availability = self.availability
+        for i, flag in enumerate(flags):
+            if flag:
+                availability[i] += delta
+
+    # --- requests ---------------------------------------------------------------------------
+
+    @property
+    def end_game(self) -> bool:
+        return self.unstarted == 0 and self.free_in_active == 0 and not self.complete
+
+    def next_requests(self, requester: Hashable, remote_has: Sequence[int], count: int,
+                      outstanding: set[tuple[int, int]], pick: Callable[[list[int]], int | None],
+                      now: float) -> list[tuple[int, int, int]]:
+        """Up to ``count`` blocks to request from ``requester``, marked as requested from it.
+
+        ``pick`` chooses a new piece among candidate indices (the node wraps the picker policy
+        so this module stays free of snapshots it does not need).
+        """
+        requests: list[tuple[int, int, int]] = []
+        if count <= 0 or self.complete:
+            return requests
+        # 1. Strict priority: blocks of started pieces, oldest piece first.
+        if self.free_in_active:
+            for piece in self.active.values():
+                if piece.free_blocks and remote_has[piece.index]:
+                    self._take_free(piece, requester, count - len(requests), requests)
+                    if len(requests) >= count:
+                        return requests
+        # 2. Start new pieces chosen by the picker.
+        while len(requests) < count and self.unstarted:
+            have, active = self.have, self.active
+            candidates = [i for i in range(self.num_pieces)
+                          if remote_has[i] and not have[i] and i not in active]
+            if not candidates:
+                break
+            index = pick(candidates)
+            if index is None:
+                break
+            if index not in candidates:
+                raise ValueError(f"piece picker chose piece {index}, not among the candidates")
+            piece = self._start(index, now)
+            self._take_free(piece, requester, count - len(requests), requests)
+        # 3. End game: ask for blocks already requested from others.
+        if len(requests) < count and self.end_game:
+            for piece in self.active.values():
+                if not remote_has[piece.index]:
+                    continue
+                for block, state in enumerate(piece.block_state):
+                    if state != REQUESTED:
+                        continue
+                    begin = block * BLOCK_SIZE
+                    if (piece.index, begin) in outstanding:
+                        continue
+                    piece.requesters[block].add(requester)
+                    length = min(BLOCK_SIZE, piece.size - begin)
+                    requests.append((piece.index, begin, length))
+                    if len(requests) >= count:
+                        return requests
+        return requests
+
+    def _start(self, index: int, now: float) -> ActivePiece:
+        size = self.piece_size(index)
+        nblocks = -(-size // BLOCK_SIZE)
+        piece = ActivePiece(index=index, size=size, started_at=now,
+                            block_state=bytearray(nblocks),
+                            requesters=[set() for _ in range(nblocks)], free_blocks=nblocks)
+        self.active[index] = piece
+        self.unstarted -= 1
+        self.free_in_active += nblocks
+        return piece
+
+    def _take_free(self, piece: ActivePiece, requester: Hashable, count: int,
+                   out: list[tuple[int, int, int]]) -> None:
+        states = piece.block_state
+        taken = 0
+        for block, state in enumerate(states):
+            if taken >= count:
+                break
+            if state == FREE:
+                states[block] = REQUESTED
+                piece.requesters[block].add(requester)
+                begin = block * BLOCK_SIZE
+                out.append((piece.index, begin, min(BLOCK_SIZE, piece.size - begin)))
+                taken += 1
+        piece.free_blocks -= taken
+        self.free_in_active -= taken
+
+    def release(self, requester: Hashable, blocks: Sequence[tuple[int, int]]) -> None:
+        """Forget ``requester``'s requests (choked us, or gone): blocks nobody else asked for
+        become free again."""
+        for index, begin in blocks:
+            piece = self.active.get(index)
+            if piece is None:
+                continue
+            block = begin // BLOCK_SIZE
+            requesters = piece.requesters[block]
+            requesters.discard(requester)
+            if piece.block_state[block] == REQUESTED and not requesters:
+                piece.block_state[block] = FREE
+                piece.free_blocks += 1
+                self.free_in_active += 1
+
+    # --- arrivals ---------------------------------------------------------------------------
+
+    def on_block(self, requester: Hashable, sender: str, index: int, begin: int,
+                 data: bytes | memoryview) -> tuple[str, PieceDone | None]:
+        """Store a block that ``requester`` asked for. The caller has checked that it did."""
+        piece = self.active.get(index)
+        if piece is None:
+            # We completed the piece already (an end-game duplicate, or a late answer).
+            return BlockResult.REDUNDANT, None
+        block = begin // BLOCK_SIZE
+        state = piece.block_state[block]
+        piece.requesters[block].discard(requester)
+        if state == DONE:
+            return BlockResult.REDUNDANT, None
+        if state == FREE:  # released after a choke, yet it arrived: take it all the same
+            piece.free_blocks -= 1
+            self.free_in_active -= 1
+        piece.block_state[block] = DONE
+        piece.done_blocks += 1
+        if sender not in piece.senders:
+            piece.senders.append(sender)
+        offset = index * self.piece_length + begin
+        self.storage[offset:offset + len(data)] = data
+        if piece.done_blocks < len(piece.block_state):
+            return BlockResult.ACCEPTED, None
+        return BlockResult.ACCEPTED, self._finish(piece)
+
+    def _finish(self, piece: ActivePiece) -> PieceDone:
+        start = piece.index * self.piece_length
+        digest = hashlib.sha1(self.storage[start:start + piece.size]).digest()
+        ok = digest == self.piece_hashes[piece.index]
+        others = {r for requesters in piece.requesters for r in requesters}
+        if ok:
+            del self.active[piece.index]
+            self.have[piece.index] = 1
+            self.have_count += 1
+            self.bytes_verified += piece.size
+        else:
+            # Discard and fetch again; the senders are blamed by the node.
+            nblocks = len(piece.block_state)
+            piece.block_state[:] = bytes(nblocks)
+            piece.requesters = [set() for _ in range(nblocks)]
+            piece.free_blocks = nblocks
+            self.free_in_active += nblocks
+            piece.done_blocks = 0
+        done = PieceDone(index=piece.index, ok=ok, size=piece.size,
+                         senders=tuple(piece.senders), started_at=piece.started_at,
+                         duplicate_requesters=tuple(others))
+        if not ok:
+            piece.senders = []
+        return done
