@@ -37,9 +37,9 @@ async def serve_tracker(
 ) -> None:
     """Serve announces and scrapes until cancelled; report the bound port once listening.
 
-    Use as ``port = await nursery.start(serve_tracker, swarm=..., log=...)`` (STYLE.md
-    item 8). Logs ``start`` once listening and ``stop`` on the way out, and flushes the log
-    every ``flush_period`` seconds and at exit.
+    Use as ``port = await nursery.start(partial(serve_tracker, swarm=..., log=...))``
+    (STYLE.md item 8). Logs ``start`` once listening and ``stop`` on the way out, and
+    flushes the log every ``flush_period`` seconds and at exit.
     """
     listeners = await trio.open_tcp_listeners(port, host=host)
     bound_port = listeners[0].socket.getsockname()[1]
