@@ -1,0 +1,147 @@
+"""Figures of one run, as PNG files in RUN/figures/ (matplotlib, Agg backend: no display)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # after use("Agg"): the backend must be chosen first
+import numpy as np
+
+from analysis import metrics
+from analysis.load import Run
+
+DPI = 110
+
+
+def _save(fig: plt.Figure, out: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(out, dpi=DPI)
+    plt.close(fig)
+    return out
+
+
+def completion_cdf(run: Run, out: Path) -> Path:
+    """Completion time CDF, one step curve per group and one for all leechers."""
+    cdf = metrics.completion_cdf(run)
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for group, sub in cdf.groupby("group", sort=True):
+        if sub.empty:
+            continue
+        x = np.concatenate([[0.0], sub["completion_time"].to_numpy()])
+        y = np.concatenate([[0.0], sub["fraction"].to_numpy()])
+        style = {"color": "black", "linestyle": "--", "linewidth": 1.2} if group == "all" else {}
+        ax.step(x, y, where="post", label=f"{group} (n={_n_group(run, group)})", **style)
+    ax.set_xlabel("completion time since arrival (s)")
+    ax.set_ylabel("fraction of leechers completed")
+    ax.set_ylim(0, 1.02)
+    ax.set_xlim(left=0)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title("Completion time CDF by group")
+    return _save(fig, out)
+
+
+def _n_group(run: Run, group: str) -> int:
+    lee = run.leechers
+    return len(lee) if group == "all" else int((lee["group"] == group).sum())
+
+
+def progress(run: Run, out: Path) -> Path:
+    """Swarm progress (verified pieces / N·M) with seeds and leechers present over time."""
+    prog = metrics.progress(run)
+    pop = metrics.population(run)
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    ax.plot(prog["t"], prog["fraction"], color="tab:blue", label="pieces done / (N·M)")
+    ax.set_xlabel("run time (s)")
+    ax.set_ylabel("swarm progress", color="tab:blue")
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    ax2 = ax.twinx()
+    ax2.step(pop["t"], pop["seeds"], where="post", color="tab:green", label="seeds")
+    ax2.step(pop["t"], pop["leechers"], where="post", color="tab:red", label="leechers")
+    ax2.set_ylabel("peers present")
+    ax2.set_ylim(bottom=0)
+    lines = ax.get_lines() + ax2.get_lines()
+    ax.legend(lines, [ln.get_label() for ln in lines], loc="center right", fontsize=8)
+    ax.set_title("Swarm progress")
+    return _save(fig, out)
+
+
+def unchoke_matrix(run: Run, out: Path) -> Path:
+    """Heatmap of the clustering index between groups (regular unchokes, leecher state)."""
+    mat = metrics.clustering(run)
+    fig, ax = plt.subplots(figsize=(1.6 + 1.1 * max(len(mat.columns), 1),
+                                    1.4 + 0.9 * max(len(mat.index), 1)))
+    values = mat.to_numpy(dtype=float)
+    finite = values[np.isfinite(values)]
+    vmax = max(2.0, float(finite.max()) if finite.size else 2.0)
+    # Diverging around 1 (= chance): red above (favoured), blue below.
+    norm = matplotlib.colors.TwoSlopeNorm(vmin=0.0, vcenter=1.0, vmax=vmax)
+    im = ax.imshow(np.nan_to_num(values, nan=1.0), cmap="RdBu_r", norm=norm)
+    for (i, j), v in np.ndenumerate(values):
+        ax.text(j, i, "–" if np.isnan(v) else f"{v:.2f}", ha="center", va="center", fontsize=9)
+    ax.set_xticks(range(len(mat.columns)), [str(c) for c in mat.columns])
+    ax.set_yticks(range(len(mat.index)), [str(i) for i in mat.index])
+    ax.set_xlabel("unchoked peer's group")
+    ax.set_ylabel("unchoking peer's group")
+    fig.colorbar(im, ax=ax, label="regular-unchoke time / chance")
+    ax.set_title("Clustering index")
+    return _save(fig, out)
+
+
+def availability(run: Run, out: Path) -> Path:
+    """Piece availability among the peers present: min and mean copies, normalised entropy."""
+    av = metrics.availability(run)
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    ax.step(av["t"], av["min"], where="post", label="min copies", color="tab:red")
+    ax.plot(av["t"], av["mean"], label="mean copies", color="tab:blue")
+    ax.set_xlabel("run time (s)")
+    ax.set_ylabel("copies of a piece")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax2 = ax.twinx()
+    ax2.plot(av["t"], av["entropy"], color="tab:gray", linestyle=":", label="entropy")
+    ax2.set_ylim(0, 1.02)
+    ax2.set_ylabel("normalised entropy")
+    lines = ax.get_lines() + ax2.get_lines()
+    ax.legend(lines, [ln.get_label() for ln in lines], loc="lower right", fontsize=8)
+    ax.set_title("Piece availability")
+    return _save(fig, out)
+
+
+def utilisation(run: Run, out: Path) -> Path:
+    """Upload utilisation over time per group, and of each initial seed."""
+    step = max(2.0, metrics.time_grid(run)[1] if len(metrics.time_grid(run)) > 1 else 2.0)
+    by_group = metrics.utilisation_over_time(run, step)
+    by_peer = metrics.utilisation_over_time(run, step, by="peer")
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for group in by_group.columns:
+        ax.plot(by_group.index, by_group[group], label=f"group {group}", linewidth=1.2)
+    for seed in run.seeds["name"]:
+        if seed in by_peer.columns:
+            ax.plot(by_peer.index, by_peer[seed], color="black", linestyle="--",
+                    linewidth=1.0, label=f"initial seed {seed}")
+    ax.set_xlabel(f"run time (s), {step:g} s intervals")
+    ax.set_ylabel("bytes sent / (capacity · time present)")
+    ax.set_ylim(0, 1.15)
+    ax.axhline(1.0, color="gray", linewidth=0.6)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title("Upload utilisation")
+    return _save(fig, out)
+
+
+FIGURES = {"completion_cdf": completion_cdf, "progress": progress,
+           "unchoke_matrix": unchoke_matrix, "availability": availability,
+           "utilisation": utilisation}
+
+
+def make_figures(run: Run, out_dir: Path | None = None) -> list[Path]:
+    """Write every figure as ``<name>.png`` into ``out_dir`` (default RUN/figures/)."""
+    out_dir = run.path / "figures" if out_dir is None else out_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return [draw(run, out_dir / f"{name}.png") for name, draw in FIGURES.items()]
