@@ -100,7 +100,8 @@ class LocalProcess:
 
     @property
     def returncode(self) -> int | None:
-        return self._popen.returncode
+        # Reaps it if it has exited (a cheap WNOHANG waitpid), so the answer is current.
+        return self._popen.poll()
 
     def terminate(self) -> None:
         # Popen.send_signal polls first, so an already reaped pid is never signalled.
