@@ -384,21 +384,33 @@ class Orchestrator:
                 action = "term" if plan.departure.kind == "at" else "kill"
                 events.append((plan.departure.time, 1, i, action))
         events.sort()
-        for t, _, i, action in events:
+        k = 0
+        while k < len(events):
+            t = events[k][0]
             await self.sleep_until(t)
-            state = self.peers[i]
-            if action == "start":
-                state.handle = await self.launcher.start(
-                    state.plan.name, self.commands.peer_argv(f"peers/{state.plan.name}.json"),
-                    cwd=self.run.root, output_path=self.run.peer_out(state.plan.name))
-                state.launched_at = self.now()
-                nursery.start_soon(self._wait_peer, state)
-            elif state.handle is not None and state.handle.returncode is None:
-                state.signalled = action
-                if action == "term":
-                    state.handle.terminate()
-                else:
-                    state.handle.kill()
+            # Peers arriving together are launched together: a flash crowd's requests go to
+            # the fork server back to back instead of one round trip at a time.
+            async with trio.open_nursery() as batch:
+                while k < len(events) and events[k][0] == t and events[k][3] == "start":
+                    batch.start_soon(self._launch_peer, self.peers[events[k][2]], nursery)
+                    k += 1
+            while k < len(events) and events[k][0] == t and events[k][3] != "start":
+                state = self.peers[events[k][2]]
+                if state.handle is not None and state.handle.returncode is None:
+                    state.signalled = events[k][3]
+                    if events[k][3] == "term":
+                        state.handle.terminate()
+                    else:
+                        state.handle.kill()
+                k += 1
+
+    async def _launch_peer(self, state: PeerState, nursery: trio.Nursery) -> None:
+        name = state.plan.name
+        state.handle = await self.launcher.start(
+            name, self.commands.peer_argv(f"peers/{name}.json"), cwd=self.run.root,
+            output_path=self.run.peer_out(name))
+        state.launched_at = self.now()
+        nursery.start_soon(self._wait_peer, state)
 
     async def _wait_peer(self, state: PeerState) -> None:
         assert state.handle is not None
