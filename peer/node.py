@@ -38,9 +38,15 @@ from peer.policy import ChokeView, Decision, NeighbourView, PickView, build_chok
 RECEIVE_SIZE = 256 * 1024
 HANDSHAKE_TIMEOUT = 10.0
 KEEPALIVE_PERIOD = 60.0
-MAX_QUEUED_REQUESTS = 512
+MAX_QUEUED_REQUESTS = 2000
+"""Requests we queue from one neighbour (libtorrent's default); more are dropped."""
 PIPELINE_SECONDS = 0.25
 """Keep this much of the measured download rate in flight, so a link never idles."""
+MAX_PIPELINE = 250
+"""Never more requests out to one neighbour: well under what peers queue (ours: 2000,
+libtorrent 500 by default), or the excess is silently dropped and the download stalls."""
+REQUEST_TIMEOUT = 15.0
+"""Requests unanswered this long while unchoked go back to the pool for other neighbours."""
 MAX_FAILED_PIECES = 3
 """Close a neighbour after it took part in this many pieces that failed their hash."""
 LOG_FLUSH_PERIOD = 0.5
@@ -169,7 +175,7 @@ class Node:
 
     # --- set-up -----------------------------------------------------------------------------
 
-    def _open_storage(self) -> bytearray | mmap.mmap:
+    def _open_storage(self) -> mmap.mmap:
         if self.config.role == "seed":
             path = Path(self.config.content or "")
             try:
@@ -181,7 +187,9 @@ class Node:
                     return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
             except OSError as exc:
                 raise TestbedError(f"{path}: cannot read the content: {exc.strerror}") from None
-        return bytearray(self.metainfo.length)
+        # Anonymous memory is zero-filled lazily by the kernel, so a peer's RSS grows with
+        # what it has downloaded, not with the size of the torrent.
+        return mmap.mmap(-1, max(1, self.metainfo.length))
 
     def now(self) -> float:
         return trio.current_time() - self._time_offset
@@ -271,6 +279,9 @@ class Node:
                 for conn in list(self.connections.values()):
                     if now - conn.last_received > stall:
                         self._close(conn, "stalled")
+                    elif conn.outstanding and \
+                            now - max(conn.last_block_at, conn.unchoked_us_at) > REQUEST_TIMEOUT:
+                        self._reclaim_requests(conn)
             self.log.flush()
 
     def _emit_counters(self, force: bool = False) -> None:
@@ -684,13 +695,22 @@ class Node:
 
     # --- requests ---------------------------------------------------------------------------
 
+    def _reclaim_requests(self, conn: Connection) -> None:
+        """A neighbour sits on our requests: let the others fetch those blocks."""
+        self.pieces.release(conn, list(conn.outstanding))
+        conn.cancelled.update(conn.outstanding)
+        conn.outstanding.clear()
+        for other in self.connections.values():
+            if other is not conn:
+                self._fill_requests(other)
+
     def _fill_requests(self, conn: Connection) -> None:
         if conn.peer_choking or not conn.am_interested or not conn.registered:
             return
         now = self.now()
         recent = conn.down_meter.rate(now, window=3.0)
         depth = max(self.config.protocol.pipeline_depth,
-                    math.ceil(recent * PIPELINE_SECONDS / BLOCK_SIZE))
+                    min(MAX_PIPELINE, math.ceil(recent * PIPELINE_SECONDS / BLOCK_SIZE)))
         wanted = depth - len(conn.outstanding)
         if wanted <= 0:
             return

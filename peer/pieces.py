@@ -145,7 +145,10 @@ class PieceState:
                     if state != REQUESTED:
                         continue
                     begin = block * BLOCK_SIZE
-                    if (piece.index, begin) in outstanding:
+                    # Not twice to the same neighbour: neither a request it already has, nor
+                    # one made a moment ago in step 1 of this very call.
+                    if requester in piece.requesters[block] or \
+                            (piece.index, begin) in outstanding:
                         continue
                     piece.requesters[block].add(requester)
                     length = min(BLOCK_SIZE, piece.size - begin)
