@@ -371,3 +371,41 @@ def test_exit_status_by_outcome():
     assert exit_status({**base, "status": "interrupted", "signal": "SIGINT"}) == 130
     assert exit_status({**base, "status": "interrupted", "signal": "SIGTERM"}) == 143
     assert exit_status({**base, "status": "completed", "crashes": {"x": 1}}) == 1
+
+
+# -- progress ----------------------------------------------------------------------------------
+
+
+def test_progress_plain_lines_every_five_seconds_and_quiet_says_nothing():
+    import io
+
+    from testbed.progress import Progress, ProgressState, choose_mode
+
+    stream = io.StringIO()
+    progress = Progress("plain", stream)
+    for t in (0.0, 2.0, 5.0, 7.0, 10.5):
+        progress.update(ProgressState(elapsed=t, complete=1, leechers=4, running=5,
+                                      rate=2 * 1024 * 1024, host_cpu=55.0))
+    progress.message("leecher-3 exited with code 1")
+    lines = stream.getvalue().splitlines()
+    assert [line.split("s", 1)[0].strip() for line in lines[:3]] == ["t=   0.0", "t=   5.0",
+                                                                     "t=  10.5"]
+    assert "complete 1/4" in lines[0] and "2.0 MiB/s" in lines[0] and "CPU 55%" in lines[0]
+    assert lines[3] == "leecher-3 exited with code 1"
+    quiet = io.StringIO()
+    Progress("quiet", quiet).update(ProgressState(0, 0, 1, 0, 0.0, None))
+    assert quiet.getvalue() == ""
+    assert choose_mode(False, io.StringIO()) == "plain" and choose_mode(True) == "quiet"
+
+
+def test_progress_live_line_on_a_terminal():
+    import io
+
+    from testbed.progress import Progress, ProgressState
+
+    stream = io.StringIO()
+    progress = Progress("tty", stream)
+    progress.update(ProgressState(elapsed=3.0, complete=2, leechers=4, running=5, rate=0.0,
+                                  host_cpu=None))
+    progress.close()
+    assert "complete 2/4" in stream.getvalue()
