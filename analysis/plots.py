@@ -115,22 +115,29 @@ def availability(run: Run, out: Path) -> Path:
 
 def utilisation(run: Run, out: Path) -> Path:
     """Upload utilisation over time per group, and of each initial seed."""
-    step = max(2.0, metrics.time_grid(run)[1] if len(metrics.time_grid(run)) > 1 else 2.0)
+    step = max(2.0, run.end / 100)  # ~100 intervals: per-second rates are too noisy to read
     by_group = metrics.utilisation_over_time(run, step)
     by_peer = metrics.utilisation_over_time(run, step, by="peer")
+    seeds = set(run.seeds["name"])
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for group in by_group.columns:
+        members = set(run.peers.loc[run.peers["group"] == group, "name"])
+        if members <= seeds:
+            continue  # drawn below, peer by peer
         ax.plot(by_group.index, by_group[group], label=f"group {group}", linewidth=1.2)
-    for seed in run.seeds["name"]:
+    for seed in sorted(seeds):
         if seed in by_peer.columns:
             ax.plot(by_peer.index, by_peer[seed], color="black", linestyle="--",
-                    linewidth=1.0, label=f"initial seed {seed}")
+                    linewidth=1.0, label=f"initial seed {seed!r}")
+    top = np.nanmax(np.concatenate([by_group.to_numpy().ravel(), by_peer.to_numpy().ravel(),
+                                    [1.0]]))
     ax.set_xlabel(f"run time (s), {step:g} s intervals")
     ax.set_ylabel("bytes sent / (capacity · time present)")
-    ax.set_ylim(0, 1.15)
+    # Above 1 means a bucket sent more than its rate: keep it visible, within reason.
+    ax.set_ylim(0, max(1.15, min(float(top) * 1.05, 3.0)))
     ax.axhline(1.0, color="gray", linewidth=0.6)
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="best", fontsize=8)
     ax.set_title("Upload utilisation")
     return _save(fig, out)
 
