@@ -211,11 +211,12 @@ def test_time_limit_alone_is_a_normal_end(tmp_path, fakes):
     assert summary["status"] == "completed" and "time limit" in summary["reason"]
 
 
-def test_crashed_and_killed_leechers_do_not_block_the_end(tmp_path, fakes):
+@pytest.mark.parametrize("launcher", ["local", "fork"])
+def test_crashed_and_killed_leechers_do_not_block_the_end(tmp_path, fakes, launcher):
     exp = experiment(("leecher", 1, {}), ("crash", 1, {}),
                      ("hang", 1, {"departure": Departure(kind="killed", time=0.5)}),
                      ("partial", 1, {"departure": Departure(kind="at", time=0.5)}))
-    out, summary = run(exp, tmp_path, fakes)
+    out, summary = run(exp, tmp_path, fakes, launcher)
     assert summary["status"] == "completed", summary
     assert summary["completed"] == 1 and summary["leechers"] == 4
     assert "1/4 completed" in summary["reason"]
