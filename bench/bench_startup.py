@@ -69,6 +69,7 @@ def measure(n: int, launcher: str, workdir: Path, timeout: float = 60.0) -> dict
     try:
         deadline = invoked + timeout
         announced_at = None
+        starts: list[float] = []
         while time.monotonic() < deadline:
             starts = [e["t"] for e in _lines(out / "tracker.jsonl")
                       if e.get("ev") == "announce" and e.get("event") == "started"]
@@ -79,7 +80,8 @@ def measure(n: int, launcher: str, workdir: Path, timeout: float = 60.0) -> dict
                 raise RuntimeError(f"testbed run exited early: {proc.stderr.read()}")  # type: ignore[union-attr]
             time.sleep(0.1)
         if announced_at is None:
-            raise RuntimeError(f"{n} announces not seen within {timeout} s")
+            raise RuntimeError(f"{n} announces not seen within {timeout} s (saw {len(starts)}; "
+                               f"{out})")
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
