@@ -13,8 +13,14 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import trio
+
+from peer import wire
 from peer.config import PeerConfig, PolicySpec, ProtocolSettings, RateLimit
 from peer.content import num_pieces, synthetic_piece
+from peer.eventlog import EventLog, RunClock
+from peer.metainfo import Metainfo, make_synthetic_torrent
+from peer.node import Connection, Node
 from peer.policy import ChokeView, Decision, NeighbourView, PickView
 
 # --- policy snapshots --------------------------------------------------------------------------
@@ -139,3 +145,115 @@ def read_log(path: Path) -> list[dict[str, Any]]:
 
 def events(records: Iterable[dict[str, Any]], ev: str) -> list[dict[str, Any]]:
     return [r for r in records if r["ev"] == ev]
+
+
+# --- in-process nodes --------------------------------------------------------------------------
+
+
+class TrioRunClock(RunClock):
+    """Run time on trio's clock, so event stamps are exact virtual times under MockClock.
+
+    Build it inside trio: t = 0 is the trio time of construction.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(trio.current_time())
+
+    def now(self) -> float:
+        return trio.current_time() - self.run_start
+
+
+def make_torrent(tmp_path: Path, *, size: int = 1024 * 1024, piece_length: int = 64 * 1024,
+                 announce: str = "http://127.0.0.1:1/announce") -> tuple[Path, Path, Metainfo]:
+    """Synthetic content and its .torrent in ``tmp_path``: (content, torrent, metainfo)."""
+    return make_synthetic_torrent(tmp_path, size=size, seed=1, piece_length=piece_length,
+                                  announce=announce)
+
+
+def make_node(config: PeerConfig, clock: RunClock | None = None) -> Node:
+    """A Node logging to memory (``node.log.records``)."""
+    clock = clock or RunClock()
+    return Node(config, clock=clock, log=EventLog(None, clock))
+
+
+def fake_conn(node: Node, n: int, **attrs: Any) -> Connection:
+    """A registered neighbour without a socket: what it is sent piles up in ``conn.control``."""
+    conn = Connection(node, None, f"127.0.0.1:{7000 + n}", attrs.pop("direction", "in"))  # type: ignore[arg-type]
+    conn.peer_id = peer_id(n).encode()
+    conn.peer = peer_id(n)
+    conn.registered = True
+    for key, value in attrs.items():
+        setattr(conn, key, value)
+    node.connections[conn.peer_id] = conn
+    node.all_connections.add(conn)
+    node.counters.setdefault(conn.peer, [0, 0])
+    return conn
+
+
+def sent_messages(conn: Connection) -> list[wire.Message]:
+    """Decode (and drain) what the node queued for ``conn``."""
+    reader = wire.WireReader(conn.node.pieces.num_pieces, expect_handshake=False)
+    data = b"".join(conn.control)
+    conn.control.clear()
+    if data:  # b"" would mean end of stream to the reader
+        reader.receive_data(data)
+    out = []
+    while (event := reader.next_event()) is not wire.NEED_DATA:
+        out.append(event)
+    return out
+
+
+class RawPeer:
+    """A hand-driven BitTorrent client over a real socket, for feeding a Node bad input."""
+
+    def __init__(self, stream: trio.SocketStream, num_pieces: int) -> None:
+        self.stream = stream
+        self.reader = wire.WireReader(num_pieces, expect_handshake=True)
+
+    @classmethod
+    async def connect(cls, port: int, num_pieces: int) -> RawPeer:
+        return cls(await trio.open_tcp_stream("127.0.0.1", port), num_pieces)
+
+    async def send(self, *items: wire.Message | bytes) -> None:
+        data = b"".join(item if isinstance(item, bytes) else wire.encode(item) for item in items)
+        await self.stream.send_all(data)
+
+    async def handshake(self, info_hash: bytes, pid: str) -> wire.Handshake:
+        await self.send(wire.Handshake(info_hash=info_hash, peer_id=pid.encode()))
+        answer = await self.receive()
+        assert isinstance(answer, wire.Handshake)
+        return answer
+
+    async def receive(self) -> Any:
+        """The next message, or wire.CLOSED once the node has closed the connection."""
+        while True:
+            event = self.reader.next_event()
+            if event is not wire.NEED_DATA:
+                return event
+            try:
+                data = await self.stream.receive_some(1 << 16)
+            except trio.BrokenResourceError:
+                data = b""
+            self.reader.receive_data(data)
+
+    async def expect(self, cls: type) -> Any:
+        """Skip other messages (bitfield, have, keep-alive) until one of type ``cls``."""
+        while True:
+            event = await self.receive()
+            if isinstance(event, cls):
+                return event
+            if event is wire.CLOSED:
+                raise AssertionError(f"connection closed while waiting for {cls.__name__}")
+
+    async def wait_closed(self) -> None:
+        """Read (and ignore) everything until the node closes the connection."""
+        while True:
+            try:
+                data = await self.stream.receive_some(1 << 16)
+            except trio.BrokenResourceError:
+                return
+            if not data:
+                return
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
