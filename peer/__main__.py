@@ -8,6 +8,7 @@ Exit status: 0 after a clean stop (SIGTERM, or leaving after completion), 2 on b
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from peer.config import PeerConfig, PolicySpec, RateLimit
@@ -68,7 +69,17 @@ def main(argv: list[str] | None = None) -> int:
     except TestbedError as exc:
         print(f"peer: {exc}", file=sys.stderr)
         return 2
-    trio.run(node.run)
+    profile_dir = os.environ.get("BT_TESTBED_PROFILE")
+    if profile_dir:
+        # Developer aid: a cProfile dump per peer, to see where a swarm's CPU goes.
+        import cProfile
+        import time
+
+        profiler = cProfile.Profile(time.process_time)  # CPU time: the machine is shared
+        profiler.runcall(trio.run, node.run)
+        profiler.dump_stats(os.path.join(profile_dir, f"{config.name}.prof"))
+    else:
+        trio.run(node.run)
     return 0
 
 

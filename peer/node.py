@@ -50,6 +50,13 @@ REQUEST_TIMEOUT = 15.0
 MAX_FAILED_PIECES = 3
 """Close a neighbour after it took part in this many pieces that failed their hash."""
 LOG_FLUSH_PERIOD = 0.5
+EXTENSION_BIT = 0x10
+"""BEP 10: reserved byte 5, bit 0x10 announces the extension protocol."""
+EXTENDED = 20
+RESERVED = bytes([0, 0, 0, 0, 0, EXTENSION_BIT, 0, 0])
+ESTABLISHED_AGE = 2.0
+"""A duplicate connection never replaces one that has been up this long (seconds)."""
+HAVE_FLUSH_PERIOD = 0.2
 
 
 class CloseConnection(Exception):
@@ -132,6 +139,15 @@ class Connection:
         self.control.append(data)
         self.wakeup.set()
 
+    def send_lazily(self, data: bytes) -> None:
+        """Queue a message that may wait for the next send or the node's have flush.
+
+        Have messages are a third of all messages in a swarm (every piece, to every
+        neighbour); sending each on its own costs a system call and a task switch at both
+        ends. Batching them for at most ``HAVE_FLUSH_PERIOD`` costs the swarm little.
+        """
+        self.control.append(data)
+
     def snubbed(self, now: float, snub_time: float) -> bool:
         waiting_since = max(self.last_block_at, self.unchoked_us_at)
         return self.am_interested and not self.peer_choking and now - waiting_since > snub_time
@@ -157,7 +173,10 @@ class Node:
         self.connections: dict[bytes, Connection] = {}
         self.all_connections: set[Connection] = set()
         self.dialing: set[tuple[str, int]] = set()
+        self.peer_at: dict[tuple[str, int], bytes] = {}
+        """Listening address -> peer id, learnt from the handshakes of connections we dialled."""
         self.counters: dict[str, list[int]] = {}
+        self._counters_logged: dict[str, tuple[int, ...]] = {}
         self.counters_dirty = True
         self.uploaded = 0
         self.downloaded = 0
@@ -209,6 +228,7 @@ class Node:
                 self._log_start()
                 nursery.start_soon(self._serve, listeners)
                 nursery.start_soon(self._housekeeping)
+                nursery.start_soon(self._flush_lazy_messages)
                 nursery.start_soon(self._rechoke_timer)
                 nursery.start_soon(self._announcer)
                 task_status.started(self.listen_port)
@@ -284,12 +304,24 @@ class Node:
                         self._reclaim_requests(conn)
             self.log.flush()
 
+    async def _flush_lazy_messages(self) -> None:
+        while True:
+            await trio.sleep(HAVE_FLUSH_PERIOD)
+            for conn in self.connections.values():
+                if conn.control:
+                    conn.wakeup.set()
+
     def _emit_counters(self, force: bool = False) -> None:
         if not (self.counters_dirty or force):
             return
         self.counters_dirty = False
-        self.log.emit("counters", up=self.uploaded, down=self.downloaded,
-                      n={peer: list(pair) for peer, pair in self.counters.items()})
+        # Only neighbours whose counts moved since the last line: a peer with dozens of idle
+        # neighbours would otherwise repeat them every second and bloat the log tenfold.
+        changed = {peer: list(pair) for peer, pair in self.counters.items()
+                   if self._counters_logged.get(peer) != tuple(pair)}
+        for peer, pair in changed.items():
+            self._counters_logged[peer] = tuple(pair)
+        self.log.emit("counters", up=self.uploaded, down=self.downloaded, n=changed)
 
     # --- tracker ----------------------------------------------------------------------------
 
@@ -355,6 +387,11 @@ class Node:
         assert self._nursery is not None
         own = (self.config.listen_host, self.listen_port)
         known = {conn.addr for conn in self.all_connections}
+        # An accepted connection shows the remote's ephemeral port, not the one it listens on,
+        # so the tracker's address of a neighbour we accepted is unknown to us until we dial it
+        # once; after that dial's handshake we know whose address it is.
+        known.update(f"{host}:{port}" for (host, port), peer_id in self.peer_at.items()
+                     if peer_id in self.connections)
         self.rng.shuffle(peers)
         for host, port in peers:
             if self._neighbour_count() + len(self.dialing) >= self.config.protocol.max_neighbours:
@@ -420,7 +457,7 @@ class Node:
 
     async def _open(self, conn: Connection) -> None:
         await conn.stream.send_all(wire.encode(wire.Handshake(
-            info_hash=self.metainfo.info_hash, peer_id=self.peer_id)))
+            info_hash=self.metainfo.info_hash, peer_id=self.peer_id, reserved=RESERVED)))
         with trio.fail_after(HANDSHAKE_TIMEOUT):
             await self._receive_handshake(conn)
 
@@ -441,12 +478,18 @@ class Node:
             raise CloseConnection("self")
         conn.peer_id = event.peer_id
         conn.peer = peer_id_text(event.peer_id)
+        if conn.direction == "out":
+            host, _, port = conn.addr.rpartition(":")
+            self.peer_at[(host, int(port))] = event.peer_id
         existing = self.connections.get(event.peer_id)
         if existing is not None:
             # Both sides may dial each other at once. Both keep the connection dialled by the
-            # smaller peer id, so exactly one survives whichever side decides first.
-            keep_new = (conn.direction == "out") == (self.peer_id < event.peer_id) and \
-                existing.direction != conn.direction
+            # smaller peer id, so exactly one survives whichever side decides first. A
+            # connection established for a while is kept whatever the ids: both ends see it as
+            # old, and it carries state (unchokes, requests) worth keeping.
+            established = self.now() - existing.connected_at >= ESTABLISHED_AGE
+            keep_new = not established and existing.direction != conn.direction and \
+                (conn.direction == "out") == (self.peer_id < event.peer_id)
             if not keep_new:
                 raise CloseConnection("duplicate")
             self._close(existing, "duplicate")
@@ -456,6 +499,12 @@ class Node:
         self.counters.setdefault(conn.peer, [0, 0])
         if self.pieces.have_count:
             conn.send(wire.encode(wire.Bitfield(bits=wire.bits_from_flags(self.pieces.have))))
+        if event.reserved[5] & EXTENSION_BIT:
+            # BEP 10 extended handshake, only to tell our listening port ("p"): with it the
+            # remote can tell that the tracker's address for us is this connection.
+            payload = b"\x00" + bencode.encode({"m": {}, "p": self.listen_port,
+                                                "v": "bt-testbed"})
+            conn.send(wire.encode(wire.Unknown(msg_id=EXTENDED, payload=payload)))
         # Messages that came in the same segment as the handshake.
         self._handle_buffered(conn)
 
@@ -519,24 +568,28 @@ class Node:
     async def _writer(self, conn: Connection) -> None:
         stream, bucket, pieces = conn.stream, self.up_bucket, self.pieces
         while True:
-            if conn.control:
-                data = b"".join(conn.control)
-                conn.control.clear()
-                await stream.send_all(data)
-                continue
             if conn.uploads and not conn.am_choking:
                 index, begin, length = conn.uploads.popleft()
                 await bucket.take(length)
                 if conn.am_choking:
                     continue
-                block = pieces.read_block(index, begin, length)
-                await stream.send_all(wire.encode_piece_header(index, begin, length) + block)
+                # Queued control messages ride along with the block: one system call.
+                parts = conn.control
+                conn.control = []
+                parts.append(wire.encode_piece_header(index, begin, length))
+                parts.append(pieces.read_block(index, begin, length))
+                await stream.send_all(b"".join(parts))
                 now = self.now()
                 conn.up += length
                 conn.up_meter.add(length, now)
                 self.uploaded += length
                 self.counters[conn.peer][0] += length
                 self.counters_dirty = True
+                continue
+            if conn.control:
+                data = b"".join(conn.control)
+                conn.control.clear()
+                await stream.send_all(data)
                 continue
             conn.wakeup = trio.Event()
             with trio.move_on_after(KEEPALIVE_PERIOD) as idle:
@@ -577,7 +630,21 @@ class Node:
             key = (message.index, message.begin, message.length)  # type: ignore[union-attr]
             with contextlib.suppress(ValueError):
                 conn.uploads.remove(key)
-        # KeepAlive, Port and Unknown (extension messages) need nothing from us.
+        elif kind is wire.Unknown and message.msg_id == EXTENDED:  # type: ignore[union-attr]
+            self._on_extended(conn, message.payload)  # type: ignore[union-attr]
+        # KeepAlive, Port and other extension messages need nothing from us.
+
+    def _on_extended(self, conn: Connection, payload: bytes) -> None:
+        """Learn a neighbour's listening port from its BEP 10 handshake; ignore the rest."""
+        if not payload or payload[0] != 0:
+            return
+        try:
+            handshake = bencode.decode(payload[1:])
+        except BencodeError:
+            return  # liberal in what we accept: extensions are optional
+        port = handshake.get(b"p") if isinstance(handshake, dict) else None
+        if isinstance(port, int) and 0 < port < 65536 and conn.peer_id is not None:
+            self.peer_at[(conn.addr.rpartition(":")[0], port)] = conn.peer_id
 
     def _on_request(self, conn: Connection, request: wire.Request) -> None:
         if not self.pieces.valid_block(request.index, request.begin, request.length):
@@ -677,7 +744,7 @@ class Node:
             return
         have_message = wire.encode(wire.Have(index=done.index))
         for conn in list(self.connections.values()):
-            conn.send(have_message)
+            conn.send_lazily(have_message)
             if conn.remote_has[done.index]:
                 conn.interesting -= 1
             self._update_interest(conn)
@@ -712,7 +779,9 @@ class Node:
         depth = max(self.config.protocol.pipeline_depth,
                     min(MAX_PIPELINE, math.ceil(recent * PIPELINE_SECONDS / BLOCK_SIZE)))
         wanted = depth - len(conn.outstanding)
-        if wanted <= 0:
+        # Top up in batches (a quarter of the pipeline at a time), not one request per block
+        # received: fewer, larger sends at both ends. A peer with nothing out always asks.
+        if wanted <= 0 or (conn.outstanding and wanted < max(1, depth // 4)):
             return
         pieces = self.pieces
 

@@ -168,8 +168,8 @@ class TitForTat:
                       view: ChokeView) -> list[NeighbourView]:
         self.rng.shuffle(interested)
         if view.settings.seed_choke == "round_robin":
-            return sorted(interested, key=lambda n: (n.current != "choke",
-                                                     n.last_unchoked or -1.0))
+            return sorted(interested, key=lambda n: (
+                n.current != "choke", -1.0 if n.last_unchoked is None else n.last_unchoked))
         return sorted(interested, key=lambda n: n.up_rate, reverse=True)
 
     def _rotate_optimistic(self, view: ChokeView, decisions: dict[str, Decision],
