@@ -28,7 +28,7 @@ import trio
 
 from peer import bencode, wire
 from peer.bucket import TokenBucket
-from peer.config import BLOCK_SIZE, PeerConfig
+from peer.config import BLOCK_SIZE, PeerConfig, RateLimit
 from peer.errors import BencodeError, RemoteProtocolError, TestbedError
 from peer.eventlog import SCHEMA_VERSION, EventLog, RunClock, peer_id_text
 from peer.metainfo import Metainfo, read_torrent
@@ -132,6 +132,8 @@ class Connection:
         self.last_block_at = now
         self.unchoked_us_at = now
         self.failed_pieces = 0
+        self.limit: TokenBucket | None = None
+        """This neighbour's own upload cap, when the choker sets one (Decision.rate)."""
         self.registered = False
         self.cancel_scope = trio.CancelScope()
 
@@ -570,6 +572,8 @@ class Node:
         while True:
             if conn.uploads and not conn.am_choking:
                 index, begin, length = conn.uploads.popleft()
+                if conn.limit is not None:
+                    await conn.limit.take(length)
                 await bucket.take(length)
                 if conn.am_choking:
                     continue
@@ -849,7 +853,8 @@ class Node:
             nbrs.append({"peer": conn.peer, "down_rate": round(nview.down_rate, 1),
                          "up_rate": round(nview.up_rate, 1), "interested": nview.interested,
                          "choking_us": nview.choking_us, "snubbed": nview.snubbed,
-                         "decision": decision.kind, "reason": decision.reason})
+                         "decision": decision.kind, "reason": decision.reason,
+                         "rate": decision.rate})
         self.log.emit("rechoke", round=self.rechoke_round, trigger=trigger,
                       seed=self.pieces.complete, optimistic_rotated=optimistic_rotated, nbrs=nbrs)
         self.rechoke_round += 1
@@ -857,6 +862,12 @@ class Node:
     def _apply(self, conn: Connection, decision: Decision, now: float) -> None:
         conn.decision = decision.kind
         unchoke = decision.kind != "choke"
+        if decision.rate is None or not unchoke:
+            conn.limit = None
+        elif conn.limit is None:
+            conn.limit = TokenBucket(decision.rate, RateLimit(rate=decision.rate).effective_burst)
+        else:
+            conn.limit.rate = decision.rate  # keeps its balance: no burst on a change
         if unchoke and conn.am_choking:
             conn.am_choking = False
             conn.last_unchoked = now

@@ -74,6 +74,10 @@ class ChokeView:
 class Decision:
     kind: DecisionKind
     reason: str
+    rate: float | None = None
+    """An upload cap in bytes/s towards this neighbour alone, under the peer's own cap (None:
+    only the shared cap applies). Strategic policies (BitTyrant's u_p, PropShare's shares)
+    allocate upload capacity with it."""
 
 
 @runtime_checkable
