@@ -473,9 +473,6 @@ async def test_in_process_swarm_every_leecher_completes_and_logs_everything(tmp_
         assert (peer_id(i), "completed") in tracked
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: Node._dial_peers dedupes by conn.addr, which for an "
-                   "accepted connection is the remote's ephemeral port, so the node re-dials a "
-                   "neighbour it already has and the tie-break closes the working connection")
 async def test_periodic_announces_do_not_replace_an_established_connection(tmp_path, torrent):
     # The seed (peer 1, the smaller id) is dialled by the leecher (peer 2). Each periodic
     # announce hands the seed the leecher's listening address; the seed must not dial it again

@@ -221,13 +221,11 @@ def test_round_robin_gives_everyone_a_turn(seed):
     assert set().union(*rounds) == set(peers)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: TitForTat._seed_ranking reads `n.last_unchoked or "
-                   "-1.0`, so a peer unchoked at t = 0.0 counts as never unchoked")
 def test_round_robin_unchoked_at_time_zero_counts_as_unchoked():
     # Same as above, but the first rotation happens at t = 0 (a seed's first rechoke when the
     # run starts with it): the two peers never unchoked must come before those served at t = 0.
-    # With the bug, the third round draws 4 of 6 tied peers and often misses one; over eight
-    # seeds some draw always does.
+    # Reading 0.0 as "never" made the third round draw 4 of 6 tied peers, and over eight seeds
+    # some draw always missed one.
     peers = [f"p{i}" for i in range(10)]
     for seed in range(8):
         rounds = run_round_robin(TitForTat(seed=seed), peers, [0.0, 10.0, 20.0])
