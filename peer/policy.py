@@ -262,9 +262,20 @@ class Sequential:
         return min(view.candidates) if view.candidates else None
 
 
+# The other strategies live in peer/policies/, one module each; they import this module's types,
+# so they are imported here, after those types exist.
+from peer.policies.altruist import Altruist  # noqa: E402
+from peer.policies.bittyrant import BitTyrant  # noqa: E402
+from peer.policies.free_rider import FreeRider  # noqa: E402
+from peer.policies.propshare import PropShare  # noqa: E402
+
 CHOKERS: dict[str, tuple[type, dict[str, object]]] = {
     "tit_for_tat": (TitForTat, {}),
     "bep3": (TitForTat, {"regular_slots": 3, "optimistic_slots": 1}),
+    "free_rider": (FreeRider, {}),
+    "altruist": (Altruist, {}),
+    "bittyrant": (BitTyrant, {}),
+    "propshare": (PropShare, {}),
 }
 PICKERS: dict[str, tuple[type, dict[str, object]]] = {
     "rarest_first": (RarestFirst, {}),

@@ -27,6 +27,7 @@ import yaml
 
 from peer.config import BLOCK_SIZE, PolicySpec, ProtocolSettings, RateLimit
 from peer.errors import ConfigError, TestbedError
+from peer.policy import CHOKERS, PICKERS
 from peer.units import parse_rate, parse_size
 from testbed.experiment import (
     ContentSpec,
@@ -50,12 +51,10 @@ __all__ = [
     "parse_topology",
 ]
 
-# Policy names the topology accepts without a ``module:Class`` path. Kept here until the policy
-# registry (peer/policy.py) exists; then this list should come from the registry instead.
-BUILTIN_CHOKERS: tuple[str, ...] = (
-    "tit_for_tat", "bep3", "free_rider", "altruist", "bittyrant", "propshare",
-)
-BUILTIN_PICKERS: tuple[str, ...] = ("rarest_first", "random", "sequential")
+# Policy names the topology accepts without a ``module:Class`` path: the peer's own registries,
+# so a policy registered there is accepted here (peer.policy imports nothing heavy).
+BUILTIN_CHOKERS: tuple[str, ...] = tuple(CHOKERS)
+BUILTIN_PICKERS: tuple[str, ...] = tuple(PICKERS)
 
 DEFAULT_TIME_LIMIT = 3600.0
 DEFAULT_ANNOUNCE_INTERVAL = 30.0
