@@ -378,7 +378,7 @@ def test_build_module_class():
 
 @pytest.mark.parametrize(("kind", "spec", "fragment"), [
     ("picker", PolicySpec(name="fastest_first"), "unknown picker 'fastest_first'"),
-    ("choker", PolicySpec(name="bittyrant"), "unknown choker 'bittyrant'"),
+    ("choker", PolicySpec(name="no_such_choker"), "unknown choker 'no_such_choker'"),
     ("choker", PolicySpec(name="rarest_first"), "unknown choker"),
     ("picker", PolicySpec(name="no_such_module_xyz:Picker"), "cannot import 'no_such_module_xyz'"),
     ("picker", PolicySpec(name="peer_helpers:Missing"), "has no class 'Missing'"),
