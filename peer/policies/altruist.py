@@ -24,10 +24,12 @@ class Altruist:
     slots: int | None = None
     rng: random.Random = field(init=False)
     last_turn: dict[str, int] = field(init=False, default_factory=dict)
-    """Peer -> the rechoke count at which it was last unchoked."""
+    """Peer -> the sequence number of its last turn: every unchoke takes the next number, so
+    the longest-waiting peers come first and the rotation is a fair cycle."""
     order: dict[str, float] = field(init=False, default_factory=dict)
     """Peer -> a random tie-break drawn once, so the rotation order is stable and seeded."""
     turns: int = field(init=False, default=0)
+    """Unchoke turns handed out so far (the sequence of ``last_turn``)."""
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
@@ -46,20 +48,23 @@ class Altruist:
             waiting.sort(key=self._queue_key)
             for n in waiting[: max(0, slots - in_use)]:
                 decisions[n.peer] = Decision("regular", "free slot")
-                self.last_turn[n.peer] = self.turns
+                self._take_turn(n.peer)
             return decisions
 
-        self.turns += 1
         chosen = sorted(interested, key=self._queue_key)[:slots]
         decisions = {}
         for n in chosen:
             decisions[n.peer] = Decision("regular", "round robin")
-            self.last_turn[n.peer] = self.turns
+            self._take_turn(n.peer)
         for n in view.neighbours:
             if n.peer not in decisions:
                 decisions[n.peer] = Decision(
                     "choke", "not interested" if not n.interested else "waiting for its turn")
         return decisions
+
+    def _take_turn(self, peer: str) -> None:
+        self.turns += 1
+        self.last_turn[peer] = self.turns
 
     def _queue_key(self, n: NeighbourView) -> tuple[int, float]:
         return (self.last_turn.get(n.peer, -1), self.order[n.peer])
