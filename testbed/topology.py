@@ -37,6 +37,7 @@ from testbed.experiment import (
     PeerPlan,
     peer_id_for,
 )
+from testbed.external import ExternalPeerPlan, check_template, split_command
 
 __all__ = [
     "BUILTIN_CHOKERS",
@@ -135,6 +136,8 @@ class GroupSpec:
     """Key path of this group in the file, e.g. ``groups[1]``."""
     line: int
     departure_line: int
+    command: tuple[str, ...] | None = None
+    """A real client's command template: the group's peers are external (testbed.external)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -210,12 +213,16 @@ def expand(topology: Topology, seed: int | None = None) -> Experiment:
                     f" (run seed {run_seed}); make the departure later than every arrival",
                     file=topology.file, key=f"{group.key}.departure", line=group.departure_line)
             index = len(peers)
-            peers.append(PeerPlan(
+            fields = dict(
                 name=name, group=group.name, index=index, role=group.role,
                 peer_id=peer_id_for(index), seed=_peer_seed(run_seed, index), arrival=arrival,
                 departure=group.departure, upload=group.upload, download=group.download,
                 protocol=group.protocol, choker=group.choker, picker=group.picker,
-            ))
+            )
+            if group.command is not None:
+                peers.append(ExternalPeerPlan(command=group.command, **fields))
+            else:
+                peers.append(PeerPlan(**fields))
     content = ContentSpec(
         size=topology.content_size, piece_length=topology.piece_size, name=topology.content_name,
         seed=run_seed if topology.content_seed is None else topology.content_seed,
@@ -318,7 +325,9 @@ _TOP_KEYS = ("name", "seed", "content", "protocol", "tracker", "groups", "end")
 _CONTENT_KEYS = ("size", "piece_size", "seed", "name")
 _TRACKER_KEYS = ("announce_interval", "numwant", "url")
 _GROUP_KEYS = ("name", "count", "role", "upload", "download", "choker", "picker", "protocol",
-               "arrival", "departure")
+               "arrival", "departure", "command")
+_TESTBED_ONLY_KEYS = ("choker", "picker", "protocol")
+"""Group keys that mean nothing for a real client (it runs its own algorithms)."""
 _RATE_KEYS = ("rate", "burst")
 _POLICY_KEYS = ("name", "params")
 _END_KEYS = ("all_complete", "time_limit")
@@ -621,6 +630,14 @@ class _Checker:
             if group.get("protocol") is not None:
                 merged = self.protocol(group["protocol"], f"{path}.protocol", protocol)
             departure = self.departure(group.get("departure", "never"), f"{path}.departure", role)
+            command = None
+            if "command" in group:
+                command = self.command(group["command"], f"{path}.command")
+                for key in _TESTBED_ONLY_KEYS:
+                    if key in group:
+                        self.fail(f"{path}.{key}", f"an external client group (with 'command') "
+                                                   f"runs the client's own {key}: remove "
+                                                   f"'{key}'", key=True)
             result.append(GroupSpec(
                 name=name, count=count, role=role,
                 upload=self.rate(group.get("upload", "unlimited"), f"{path}.upload"),
@@ -634,7 +651,12 @@ class _Checker:
                 departure=departure,
                 key=path, line=self.line(path) or 0,
                 departure_line=self.line(f"{path}.departure") or self.line(path) or 0,
+                command=command,
             ))
+            if command is not None:
+                # Recorded in experiment.json so that analyses see whose algorithms these are.
+                external = PolicySpec(name=f"external:{command[0]}")
+                result[-1] = dataclasses.replace(result[-1], choker=external, picker=external)
         if not any(g.role == "seed" for g in result):
             self.fail("groups", "no seed: at least one group needs 'role: seed', or nobody has "
                                 "the content to start with", key=True)
@@ -642,6 +664,25 @@ class _Checker:
             self.fail("groups", "no leecher: at least one group needs 'role: leecher' "
                                 "(the default), or there is nothing to distribute", key=True)
         return tuple(result)
+
+    def command(self, value: Any, path: str) -> tuple[str, ...]:
+        """A real client's command template: one string (split like a shell) or a list."""
+        if isinstance(value, list):
+            for i, word in enumerate(value):
+                if not isinstance(word, str | int | float) or isinstance(word, bool):
+                    self.fail(f"{path}[{i}]", f"must be text, got {_describe(word)}")
+            value = [str(word) for word in value]
+        elif not isinstance(value, str):
+            self.fail(path, f"must be the client's command line (text or a list of words), "
+                            f"got {_describe(value)}")
+        try:
+            words = split_command(value)
+        except ValueError as exc:
+            self.fail(path, f"cannot split the command like a shell: {exc}")
+        problem = check_template(words)
+        if problem:
+            self.fail(path, problem)
+        return words
 
     def _single(self, value: dict[str, Any], path: str, forms: dict[str, Callable[[], Any]],
                 described: str) -> Any:
