@@ -36,8 +36,10 @@ class ProtocolSettings:
     """Unchoke a newly interested neighbour at once while a regular slot is free (start-up aid)."""
     seed_choke: str = "upload_rate"
     """How a seed ranks neighbours: by our upload rate to them, or round_robin rotation."""
-    pipeline_depth: int = 16
-    """Minimum outstanding block requests per connection; raised with the measured rate."""
+    pipeline_depth: int = 5
+    """Minimum outstanding block requests per connection (BEP 3 suggests 5); raised with the
+    measured rate to a quarter second of data. Deeper fixed pipelines hoard whole pieces on
+    slow neighbours, so faster ones find nothing left to send us."""
     block_size: int = BLOCK_SIZE
     max_neighbours: int = 55
     announce_interval: float | None = None
