@@ -233,7 +233,8 @@ async def test_fill_requests_pipelines_and_deepens_with_the_measured_rate(tmp_pa
     assert len(requests) == ProtocolSettings().pipeline_depth == len(conn.outstanding)
     assert all(isinstance(r, wire.Request) and r.length == BLOCK_SIZE for r in requests)
     # Strict priority: whole pieces, one after another.
-    assert len({r.index for r in requests}) == 16 * BLOCK_SIZE // PIECE
+    blocks_per_piece = PIECE // BLOCK_SIZE
+    assert len({r.index for r in requests}) == -(-len(requests) // blocks_per_piece)
     # At a measured 8 MiB/s, a quarter second in flight is 128 blocks: all 64 of the file.
     conn.down_meter.add(8 * 1024 * 1024, node.now())
     node._fill_requests(conn)
