@@ -32,6 +32,7 @@ import trio
 from peer.errors import TestbedError
 from testbed import bounds
 from testbed.experiment import Experiment, PeerPlan
+from testbed.external import ExternalPeerPlan, missing_programs
 from testbed.launch import ForkServerLauncher, Launcher, LaunchError, LocalLauncher, ProcessHandle
 from testbed.progress import Mode, Progress, ProgressState, choose_mode
 from testbed.resources import ResourceSampler, summarize_cpu
@@ -52,9 +53,14 @@ class Commands:
     python: str = sys.executable
     peer: tuple[str, ...] = ("-m", "peer")
     tracker: tuple[str, ...] = ("-m", "tracker")
+    external: tuple[str, ...] = ("-m", "testbed.external")
+    """The supervisor of one real client (docs/real-clients.md)."""
 
     def peer_argv(self, config: str) -> list[str]:
         return [self.python, *self.peer, "--config", config]
+
+    def external_argv(self, config: str) -> list[str]:
+        return [self.python, *self.external, "--config", config]
 
     def tracker_argv(self, args: Sequence[str]) -> list[str]:
         return [self.python, *self.tracker, *args]
@@ -300,6 +306,13 @@ class Orchestrator:
 
         for state in self.peers:
             plan = state.plan
+            if isinstance(plan, ExternalPeerPlan):
+                external = plan.external_config(
+                    torrent=torrent.name, log=f"peers/{plan.name}.jsonl", tracker=tracker_url,
+                    run_start=self.run_start, directory=f"external/{plan.name}",
+                    content=f"content/{content.name}" if plan.role == "seed" else None)
+                write_json_atomic(self.run.peer_config(plan.name), external.to_json())
+                continue
             config = plan.peer_config(
                 torrent=torrent.name, log=f"peers/{plan.name}.jsonl", tracker=tracker_url,
                 run_start=self.run_start,
@@ -406,8 +419,10 @@ class Orchestrator:
 
     async def _launch_peer(self, state: PeerState, nursery: trio.Nursery) -> None:
         name = state.plan.name
+        argv = (self.commands.external_argv if isinstance(state.plan, ExternalPeerPlan)
+                else self.commands.peer_argv)(f"peers/{name}.json")
         state.handle = await self.launcher.start(
-            name, self.commands.peer_argv(f"peers/{name}.json"), cwd=self.run.root,
+            name, argv, cwd=self.run.root,
             output_path=self.run.peer_out(name))
         state.launched_at = self.now()
         nursery.start_soon(self._wait_peer, state)
@@ -653,6 +668,11 @@ def execute_run(experiment: Experiment, topology_text: str, options: RunOptions,
     Raises TestbedError only before anything starts (the run directory cannot be created);
     everything after ends in a summary.json with a status.
     """
+    missing = missing_programs([p.command for p in experiment.peers
+                                if isinstance(p, ExternalPeerPlan)])
+    if missing:
+        raise TestbedError(f"external client program not found on PATH: {', '.join(missing)} "
+                           "(install it, or remove its group from the topology)")
     run = create_run_dir(experiment.name, out=options.out, runs_root=options.runs_root)
     run.topology.write_text(topology_text)
     write_json_atomic(run.experiment, experiment.to_json())

@@ -1,7 +1,7 @@
 """A minimal BitTorrent client on libtorrent's Python bindings, for testbed external groups.
 
     python bench/real_clients/lt_client.py --torrent T --dir D --port P \
-        [--upload-kib N] [--download-kib N] [--seed-mode] [--exit-on-complete]
+        [--upload-kib N] [--download-kib N] [--peer-id ID] [--seed-mode] [--exit-on-complete]
 
 Downloads (or, with the file already in ``--dir``, seeds) one torrent on 127.0.0.1 only, with
 DHT, local service discovery, UPnP and NAT-PMP off, so it talks to nothing but the testbed's
@@ -40,6 +40,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--upload-kib", type=int, default=0, help="upload cap in KiB/s; 0 unlimited")
     p.add_argument("--download-kib", type=int, default=0,
                    help="download cap in KiB/s; 0 unlimited")
+    p.add_argument("--peer-id", default="",
+                   help="peer id (20 characters: used whole; shorter: libtorrent fills it up)")
     p.add_argument("--seed-mode", action="store_true",
                    help="trust the existing file without checking it (faster start)")
     p.add_argument("--exit-on-complete", action="store_true")
@@ -65,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
 
-    session = lt.session({
+    settings = {
         "listen_interfaces": f"127.0.0.1:{args.port}",
         "outgoing_interfaces": "127.0.0.1",
         "enable_dht": False, "enable_lsd": False, "enable_upnp": False, "enable_natpmp": False,
@@ -77,8 +79,12 @@ def main(argv: list[str] | None = None) -> int:
         "download_rate_limit": args.download_kib * 1024,
         "alert_mask": lt.alert.category_t.error_notification | _verbose(),
         # Plaintext only, as the testbed's peers speak it (saves a failed attempt per peer).
-        "out_enc_policy": 2, "in_enc_policy": 1,
-    })
+        "out_enc_policy": int(lt.enc_policy.pe_disabled),
+        "in_enc_policy": int(lt.enc_policy.pe_enabled),
+    }
+    if args.peer_id:
+        settings["peer_fingerprint"] = args.peer_id
+    session = lt.session(settings)
     every_address = lt.ip_filter()
     every_address.add_rule("0.0.0.0", "255.255.255.255", 1 << lt.session.global_peer_class_id)
     session.set_peer_class_filter(every_address)
