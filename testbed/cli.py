@@ -1,4 +1,4 @@
-"""The ``testbed`` command: ``run``, ``validate`` and ``analyze``.
+"""The ``testbed`` command: ``run``, ``validate``, ``analyze``, ``check`` and ``compare``.
 
 Bad input (a topology, an existing --out directory, bad arguments) prints one line on stderr and
 exits with status 2, and nothing starts. ``testbed run`` exits 0 when the run completed with no
@@ -44,6 +44,26 @@ def _seed(text: str) -> int:
         raise argparse.ArgumentTypeError(f"seed {text!r} is not a whole number") from None
 
 
+def _repeat(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of repetitions >= 1")
+    return value
+
+
+def _alpha(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a significance level in (0, 1)")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="A real BitTorrent swarm on one machine.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -64,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--launcher", choices=("fork", "local"), default="fork",
                      help="fork: peers are forked from one pre-imported process (fast start-up, "
                      "default); local: one fresh interpreter per process")
+    run.add_argument("--repeat", type=_repeat, metavar="K",
+                     help="run K times with seeds s, s+1, ... into one results set "
+                     "(<name>-<stamp>-xK/rep-<i>/ and results.json; docs/regression.md)")
 
     validate = sub.add_parser("validate", help="check topology files without running anything")
     validate.add_argument("topologies", type=Path, nargs="+", metavar="TOPOLOGY")
@@ -71,6 +94,27 @@ def build_parser() -> argparse.ArgumentParser:
     analyze = sub.add_parser("analyze", help="analyse a run directory")
     analyze.add_argument("run_dir", type=Path, metavar="RUN")
     analyze.add_argument("--json", action="store_true", help="machine-readable output")
+
+    check = sub.add_parser("check", help="hold a results set to an expectations file",
+                           description="Exit 0 pass, 1 regression, 2 usage error "
+                           "(docs/regression.md).")
+    check.add_argument("results", type=Path, metavar="RESULTS",
+                       help="a results set (testbed run --repeat) or a run directory")
+    check.add_argument("--expect", type=Path, required=True, metavar="FILE",
+                       help="an expectations YAML file")
+    check.add_argument("--json", action="store_true", help="machine-readable output")
+
+    compare = sub.add_parser("compare", help="compare a candidate results set to a baseline",
+                             description="Exit 0 pass, 1 regression, 2 usage error "
+                             "(docs/regression.md).")
+    compare.add_argument("baseline", type=Path, metavar="BASELINE")
+    compare.add_argument("candidate", type=Path, metavar="CANDIDATE")
+    compare.add_argument("--json", action="store_true", help="machine-readable output")
+    compare.add_argument("--alpha", type=_alpha, default=0.05,
+                         help="significance level of the one-sided rank test (default 0.05)")
+    compare.add_argument("--tolerance", metavar="T",
+                         help="practical tolerance for every metric: 10%% (of the baseline "
+                         "median) or a number in the metric's unit (default: per metric)")
     return parser
 
 
@@ -111,7 +155,37 @@ def cmd_analyze(run_dir: Path, as_json: bool) -> int:
     return int(cli_analyze(run_dir, as_json))  # type: ignore[operator]
 
 
+def cmd_regress(args: argparse.Namespace) -> int:
+    """``check`` and ``compare``: the report on stdout, exit 0 / 1 (regression) / 2."""
+    import json
+
+    from testbed import regress
+
+    if args.command == "check":
+        expect = regress.load_expectations(args.expect)
+        result = regress.check(regress.load_results(args.results), expect)
+    else:
+        tolerance = None
+        if args.tolerance is not None:
+            try:
+                tolerance = regress.parse_tolerance(args.tolerance)
+            except ValueError as exc:
+                return _error(f"--tolerance: {exc}")
+        result = regress.compare(regress.load_results(args.baseline),
+                                 regress.load_results(args.candidate), alpha=args.alpha,
+                                 tolerance=tolerance)
+    print(json.dumps(result.to_json()) if args.json else regress.format_report(result))
+    return result.exit_status
+
+
 def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    if args.repeat is not None:
+        from testbed.regress import run_repeated
+
+        _, status = run_repeated(args.topology, repeat=args.repeat, seed=args.seed,
+                                 out=args.out, runs_root=args.runs, time_limit=args.time_limit,
+                                 quiet=args.quiet, launcher=args.launcher, command=(PROG, *argv))
+        return status
     from testbed.run import RunOptions, execute_run, exit_status, format_summary
     from testbed.topology import load_experiment
 
@@ -149,6 +223,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_validate(args.topologies)
         if args.command == "analyze":
             return cmd_analyze(args.run_dir, args.json)
+        if args.command in ("check", "compare"):
+            return cmd_regress(args)
         return cmd_run(args, argv)
     except TestbedError as exc:
         return _error(str(exc))
