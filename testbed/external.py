@@ -51,7 +51,7 @@ from peer.config import RateLimit
 from peer.errors import ConfigError, TestbedError
 from peer.eventlog import SCHEMA_VERSION, EventLog, RunClock
 from peer.metainfo import Metainfo, read_torrent
-from testbed.experiment import PeerPlan
+from testbed.experiment import Experiment, PeerPlan
 
 __all__ = [
     "PLACEHOLDERS",
@@ -59,9 +59,11 @@ __all__ = [
     "ExternalPeerPlan",
     "FileChecker",
     "check_template",
+    "experiment_info_hash",
     "kib",
     "main",
     "missing_programs",
+    "opentracker_argv",
     "render_command",
 ]
 
@@ -145,6 +147,41 @@ def missing_programs(templates: Sequence[Sequence[str]]) -> list[str]:
         if shutil.which(program) is None and program not in missing:
             missing.append(program)
     return missing
+
+
+# ---------------------------------------------------------------------------------------------
+# An external tracker (opentracker)
+
+
+def experiment_info_hash(experiment: Experiment) -> bytes:
+    """The info_hash of the torrent a run of ``experiment`` will make, computed ahead.
+
+    The content is synthetic and deterministic and the info dictionary holds no announce URL,
+    so an external tracker that serves only listed torrents (Debian's opentracker has a
+    whitelist) can be told the info_hash before the run starts.
+    """
+    from peer.content import iter_synthetic_pieces
+    from peer.metainfo import build_metainfo
+
+    spec = experiment.content
+    digests = [hashlib.sha1(piece).digest()
+               for piece in iter_synthetic_pieces(spec.size, spec.seed, spec.piece_length)]
+    return build_metainfo(announce="http://127.0.0.1:9/announce", name=spec.name,
+                          length=spec.size, piece_length=spec.piece_length,
+                          piece_hashes=digests).info_hash
+
+
+def opentracker_argv(*, port: int, directory: str | Path, program: str = "opentracker",
+                     user: str = "nobody") -> list[str]:
+    """Debian's opentracker on 127.0.0.1:``port`` (TCP and UDP), whitelist ``whitelist.txt``.
+
+    Debian builds it with a whitelist (``WANT_ACCESSLIST_WHITE``): write the info_hashes, one
+    in hex a line, to ``directory/whitelist.txt`` first. It chroots into ``directory`` (so the
+    whitelist path is relative to it) and refuses to keep running as root: ``-u`` drops to
+    ``user`` (the directory and file must be readable by that user).
+    """
+    return [program, "-i", "127.0.0.1", "-p", str(port), "-P", str(port), "-u", user,
+            "-d", str(directory), "-w", "whitelist.txt"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -417,9 +454,19 @@ def _fail(message: str) -> NoReturn:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
-    parser.add_argument("--config", required=True, help="peers/<name>.json of kind external")
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--config", help="run the client of peers/<name>.json (kind external)")
+    what.add_argument("--info-hash", metavar="TOPOLOGY",
+                      help="print the info_hash a run of TOPOLOGY will have (for a tracker's "
+                           "whitelist) and exit")
+    parser.add_argument("--seed", type=int, default=None, help="with --info-hash: run seed")
     args = parser.parse_args(argv)
     try:
+        if args.info_hash:
+            from testbed.topology import load_experiment
+
+            print(experiment_info_hash(load_experiment(args.info_hash, args.seed)).hex())
+            return 0
         return Supervisor(ExternalConfig.load(args.config)).run()
     except TestbedError as exc:
         _fail(str(exc))
