@@ -788,9 +788,10 @@ class Node:
         depth = max(self.config.protocol.pipeline_depth,
                     min(MAX_PIPELINE, math.ceil(recent * PIPELINE_SECONDS / BLOCK_SIZE)))
         wanted = depth - len(conn.outstanding)
-        # Top up in batches (a quarter of the pipeline at a time), not one request per block
-        # received: fewer, larger sends at both ends. A peer with nothing out always asks.
-        if wanted <= 0 or (conn.outstanding and wanted < max(1, depth // 4)):
+        # Top up in batches (half the pipeline at a time), not one request per block received:
+        # each request sent alone costs a send here and a wake-up there, as much as the block.
+        # A peer with nothing out always asks.
+        if wanted <= 0 or (conn.outstanding and wanted < max(2, depth // 2)):
             return
         pieces = self.pieces
 
