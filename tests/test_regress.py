@@ -11,6 +11,7 @@ import random
 from pathlib import Path
 
 import pytest
+from analysis_fixtures import complete, make_run, piece, plan, start, stop
 
 from testbed import regress
 from testbed.cli import main
@@ -64,6 +65,17 @@ def test_p_value_matches_the_textbook_null_distribution():
     # n = m = 4: P(U >= 15) = 2/70 (U = 15 or 16), P(U = 16) = 1/70.
     assert mann_whitney_p([5, 6, 7, 8], [1, 2, 3, 4]) == pytest.approx(1 / 70)
     assert mann_whitney_p([4, 6, 7, 8], [1, 2, 3, 5]) == pytest.approx(2 / 70)
+
+
+def test_agrees_with_scipy_when_it_is_installed():
+    stats = pytest.importorskip("scipy.stats")  # not a dependency: a cross-check only
+    rng = random.Random(3)
+    for n, m in [(3, 3), (3, 5), (5, 5), (4, 7)]:
+        for _ in range(20):
+            x = [rng.gauss(1, 1) for _ in range(n)]
+            y = [rng.gauss(0, 1) for _ in range(m)]
+            expected = stats.mannwhitneyu(x, y, alternative="greater", method="exact").pvalue
+            assert mann_whitney_p(x, y) == pytest.approx(expected)
 
 
 def test_large_samples_fall_back_to_a_seeded_monte_carlo():
@@ -225,6 +237,48 @@ def test_shipped_ci_expectations_are_valid():
 # results sets and check
 
 
+def two_group_run(tmp_path: Path) -> Path:
+    """Seed s; a, b (group fast) complete at T = 5, 7; c (slow, arrives at 2) at T = 10.
+    Bytes up/down: a 300/400, b 200/400, c 100/400."""
+    s = plan("s", 0, group="seed", role="seed", up=100)
+    a = plan("a", 1, group="fast", up=200, down=1000)
+    b = plan("b", 2, group="fast", up=200, down=1000)
+    c = plan("c", 3, group="slow", up=50, down=1000, arrival=2.0)
+    logs = {
+        "s": [start(s), stop(20, 600, 0)],
+        "a": [start(a), *[piece(2 + i, i, [0]) for i in range(4)], complete(5, 400, 5),
+              stop(20, 300, 400)],
+        "b": [start(b), *[piece(4 + i, i, [0, 1]) for i in range(4)], complete(7, 400, 7),
+              stop(20, 200, 400)],
+        "c": [start(c, 2.0), *[piece(9 + i, i, [1]) for i in range(4)], complete(12, 400, 10),
+              stop(20, 100, 400)],
+    }
+    summary = {"schema": 1, "status": "completed",
+               "cpu": {"host_mean": 97.0, "saturated": True, "warning": "saturated"}}
+    return make_run(tmp_path / "run", [s, a, b, c], logs, summary=summary)
+
+
+def test_a_run_directory_is_a_set_of_one_with_metrics_from_the_analysis(tmp_path):
+    rs = load_results(two_group_run(tmp_path))
+    assert len(rs.repetitions) == 1 and rs.saturated == 1 and rs.name == "test"
+    m = rs.repetitions[0].metrics
+    assert m["all_complete"] is True
+    assert m["median_completion"] == 7 and m["mean_completion"] == pytest.approx(22 / 3)
+    assert m["makespan"] == 12
+    assert m["share_ratio"] == pytest.approx(600 / 1200)
+    assert m["median_completion[fast]"] == 6 and m["median_completion[slow]"] == 10
+    assert m["share_ratio[fast]"] == pytest.approx(500 / 800)
+    assert m["share_ratio[slow]"] == pytest.approx(100 / 400)
+    assert m["clustering"] is None and m["reciprocation"] is None  # no rechokes, no counters
+    for name in m:
+        assert regress.metric_of(name) is not None, name
+    e = parse_expectations("median_completion[slow]: {max: 9}\nall_complete: true\n")
+    result = regress.check(rs, e)
+    assert [(r.metric, r.verdict) for r in result.rows] == [
+        ("all_complete", "pass"), ("median_completion[slow]", "violated")]
+    assert "saturated in 1/1" in regress.format_report(result)
+
+
 def test_load_results_rejects_what_is_not_a_results_set(tmp_path):
     with pytest.raises(RegressError, match="no such"):
         load_results(tmp_path / "nowhere")
@@ -305,11 +359,12 @@ def test_compare_warns_about_saturation_and_too_few_repetitions(tmp_path, capsys
     ["check", "{tmp}/base", "--expect", "{tmp}/nowhere.yaml"],
     ["check", "{tmp}/base", "--expect", "{tmp}/bad.yaml"],
     ["run", "topologies/ci_small.yaml", "--repeat", "0"],
+    ["run", "{root}/topologies/ci_small.yaml", "--repeat", "2", "--out", "{tmp}/base"],
 ])
 def test_usage_errors_exit_2_with_one_line(tmp_path, capsys, argv):
     sets(tmp_path, "base", makespan=[8.0, 8.3, 8.8])
     (tmp_path / "bad.yaml").write_text("makespan: {worse_by: 10%}\n")
-    argv = [a.format(tmp=tmp_path) for a in argv]
+    argv = [a.format(tmp=tmp_path, root=ROOT) for a in argv]
     with pytest.raises(SystemExit) as info:  # argparse's own errors exit through SystemExit
         raise SystemExit(main(argv))
     assert info.value.code == 2
