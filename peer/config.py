@@ -45,8 +45,9 @@ class ProtocolSettings:
     announce_interval: float | None = None
     """Seconds between periodic announces; None follows the tracker's ``interval``."""
     numwant: int = 50
-    stall_timeout: float = 120.0
-    """Close a connection that sent nothing at all (not even a keep-alive) for this long."""
+    stall_timeout: float = 180.0
+    """Close a connection that sent nothing at all (not even a keep-alive) for this long. Real
+    clients send keep-alives about every 2 minutes, so less than that would drop idle ones."""
 
     def validate(self, where: str = "protocol") -> None:
         positive_ints = ("regular_slots", "pipeline_depth", "max_neighbours", "numwant")
