@@ -82,12 +82,17 @@ def main() -> int:
     sets = [regress.load_results(p) for p in paths]
 
     flagged: Counter[str] = Counter()
+    significant: Counter[str] = Counter()  # p <= alpha, whatever the tolerance says
     alarms = 0
+    test_alarms = 0
     pairs = list(itertools.permutations(range(len(sets)), 2))
     for a, b in pairs:
         result = regress.compare(sets[a], sets[b], alpha=args.alpha)
         alarms += result.regression
         flagged.update(r.metric for r in result.rows if r.regression)
+        hits = [r.metric for r in result.rows if r.verdict in ("worse", "within tolerance")]
+        significant.update(hits)
+        test_alarms += bool(hits)
     check_fail: Counter[str] = Counter()
     checks = 0
     if str(args.expect):
@@ -103,7 +108,9 @@ def main() -> int:
         "repeat": args.repeat, "load": args.load, "alpha": args.alpha,
         "compare": {"pairs": len(pairs), "false_alarms": alarms,
                     "rate": alarms / len(pairs) if pairs else None,
-                    "by_metric": dict(flagged)},
+                    "by_metric": dict(flagged),
+                    "rank_test_alone": {"false_alarms": test_alarms,
+                                        "by_metric": dict(significant)}},
         "check": {"sets": len(sets), "failed": checks,
                   "rate": checks / len(sets) if sets else None, "by_metric": dict(check_fail)},
         "saturated_runs": saturated, "runs": runs,
@@ -114,6 +121,8 @@ def main() -> int:
     print(f"compare, every ordered pair: {alarms}/{len(pairs)} false alarms"
           + (f" ({alarms / len(pairs):.1%}); by metric: {dict(flagged) or 'none'}"
              if pairs else ""))
+    print(f"  the rank test alone (no tolerance) would flag {test_alarms}/{len(pairs)}; "
+          f"by metric: {dict(significant) or 'none'}")
     if str(args.expect):
         print(f"check against {args.expect.name}: {checks}/{len(sets)} sets failed"
               + (f"; by metric: {dict(check_fail)}" if check_fail else ""))
