@@ -410,3 +410,74 @@ def test_run_does_not_import_pandas_for_repeat_parsing():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, cwd=ROOT).stdout.strip()
     assert out == "False"
+
+
+# ---------------------------------------------------------------------------------------------
+# testbed run --repeat, with the orchestrator and the analysis faked
+
+
+def fake_summary(status: str = "completed") -> dict:
+    return {"status": status, "reason": "test", "duration": 1.0, "peers": 2, "started": 2,
+            "leechers": 1, "completed": 1, "verified": 1,
+            "completion_stats": {"min": 1.0, "median": 1.0, "max": 1.0}, "groups": {},
+            "makespan": 1.0, "bounds": {"d_p2p": 1.0, "d_cs": 1.0}, "makespan_over_d_p2p": 1.0,
+            "cpu": {"saturated": status == "completed", "host_mean": 50.0, "warning": None},
+            "crashes": {}, "signal": None}
+
+
+def test_run_repeated_writes_a_results_set_and_survives_an_analysis_failure(
+        tmp_path, monkeypatch, capsys):
+    import testbed.run
+    from testbed.run import RunResult
+
+    seeds = []
+
+    def execute_run(experiment, text, options):
+        seeds.append(experiment.seed)
+        options.out.mkdir()
+        return RunResult(options.out, fake_summary())
+
+    def run_metrics(run_dir):
+        if run_dir.name == "rep-1":
+            raise KeyError("a bug in the analysis")
+        return {"status": "completed", "saturated": False, "host_cpu_mean": 10.0,
+                "metrics": {"all_complete": True, "makespan": 8.0 + seeds[-1]}}
+
+    monkeypatch.setattr(testbed.run, "execute_run", execute_run)
+    monkeypatch.setattr(regress, "run_metrics", run_metrics)
+    root, status = regress.run_repeated(ROOT / "topologies" / "ci_small.yaml", repeat=3,
+                                        seed=7, out=None, runs_root=tmp_path)
+    assert seeds == [7, 8, 9]
+    assert status == 1  # the analysis failed for one repetition
+    assert root.parent == tmp_path and root.name.startswith("ci_small-")
+    assert root.name.endswith("-x3")
+    data = json.loads((root / "results.json").read_text())
+    assert data["seeds"] == [7, 8, 9] and data["repeat"] == 3
+    reps = data["repetitions"]
+    assert [r["seed"] for r in reps] == [7, 8, 9]
+    assert reps[1]["metrics"] == {} and "a bug in the analysis" in reps[1]["analysis_error"]
+    assert "analysis of" in capsys.readouterr().err
+    rs = load_results(root)
+    assert rs.values("makespan") == [15.0, 17.0]
+    result = regress.check(rs, parse_expectations("all_complete: true\nmakespan: {max: 20}\n"))
+    assert [r.verdict for r in result.rows] == ["violated", "pass"]
+
+
+def test_run_repeated_stops_at_an_interrupt(tmp_path, monkeypatch):
+    import testbed.run
+    from testbed.run import RunResult
+
+    def execute_run(experiment, text, options):
+        options.out.mkdir()
+        summary = fake_summary("interrupted" if experiment.seed == 2 else "completed")
+        summary["signal"] = "SIGINT" if experiment.seed == 2 else None
+        return RunResult(options.out, summary)
+
+    monkeypatch.setattr(testbed.run, "execute_run", execute_run)
+    monkeypatch.setattr(regress, "run_metrics", lambda run_dir: {
+        "status": "completed", "saturated": False, "metrics": {"all_complete": True}})
+    root, status = regress.run_repeated(ROOT / "topologies" / "ci_small.yaml", repeat=3,
+                                        seed=1, out=tmp_path / "set", runs_root=tmp_path)
+    assert status == 130
+    assert sorted(p.name for p in root.iterdir()) == ["rep-0", "rep-1", "results.json"]
+    assert len(load_results(root).repetitions) == 1
