@@ -10,7 +10,7 @@ See docs/analysis.md for every table's columns and every metric's formula.
 from analysis import metrics
 from analysis.load import EXTERNAL, AnalysisError, Run, load_run
 from analysis.metrics import jain
-from analysis.report import cli_analyze, format_text, headline
+from analysis.report import cli_analyze, format_text, headline, write_analysis
 
 __all__ = ["EXTERNAL", "AnalysisError", "Run", "cli_analyze", "format_text", "headline", "jain",
-           "load_run", "metrics"]
+           "load_run", "metrics", "write_analysis"]

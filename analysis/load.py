@@ -4,31 +4,39 @@
 ``peers/*.jsonl`` event log, ``tracker.jsonl``, ``resources.jsonl``, ``summary.json`` and
 ``meta.json``, and returns a ``Run`` whose tables a researcher uses directly in a notebook.
 
-Speed matters (a 100-peer run logs millions of events), so each log is parsed in one pass with
-``json.loads`` per line straight into column lists (measured faster here than
-``pandas.read_json(lines=True)``, which builds a column of dicts for the nested fields), with the
-garbage collector paused while millions of small objects are made. Counter samples are kept only
-for the neighbours whose counts changed since the previous sample: the counters are cumulative,
-so an omitted row means "no bytes in that interval" and nothing is lost.
+Speed matters (a 100-peer run logs a million events, hundreds of MB): each log is decoded in
+one call (its lines joined into one JSON array; orjson when installed, else the standard
+library), its events grouped by kind, and each kind turned into columns at once (numpy
+``fromiter`` / ``repeat``, no per-row appends), with the garbage collector paused while millions
+of small objects are made. A ``counters`` line names only the neighbours whose counts changed
+(docs/log-schema.md): the counters are cumulative, so a missing entry means "no bytes in that
+interval" and nothing is lost.
 """
 
 from __future__ import annotations
 
 import gc
-import itertools
+import io
 import json
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass, field
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from peer.config import PeerConfig
 from peer.errors import TestbedError
 
+try:  # optional: about three times faster than the standard library on these logs
+    from orjson import loads as _loads
+except ImportError:  # pragma: no cover - depends on the environment
+    from json import loads as _loads
+
 KNOWN_SCHEMAS = frozenset({1})
+DEFAULT_COUNTERS_PERIOD = float(PeerConfig.__dataclass_fields__["counters_period"].default)
 EXTERNAL = "external"
 """The group of a peer id that ``experiment.json`` does not name (a real client)."""
 
@@ -118,10 +126,7 @@ def load_run(path: str | Path) -> Run:
     pieces = _pieces_frame(acc, names)
     chokes = _chokes_frame(acc, names)
     transfers = _transfers_frame(acc, names)
-    totals = pd.DataFrame({"t": np.asarray(acc.tot_t, dtype=float),
-                           "peer": _category(acc.tot_peer),
-                           "up": np.asarray(acc.tot_up, dtype=np.int64),
-                           "down": np.asarray(acc.tot_down, dtype=np.int64)})
+    totals = _totals_frame(acc)
     connections = _connections_frame(acc, names)
     announces = pd.DataFrame(acc.ann, columns=["t", "peer", "event", "ok", "peers", "interval",
                                                "complete", "incomplete", "error"])
@@ -194,12 +199,8 @@ def _read_json(path: Path, *, required: bool, warnings: list[str] | None = None)
         return None
 
 
-def _lines(path: Path, warnings: list[str]) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Parsed (line number, object) pairs; a malformed last line is dropped with a warning.
-
-    A peer killed with SIGKILL may leave its last line half written (docs/log-schema.md); any
-    other malformed line means a damaged file, and is an error naming the file and line.
-    """
+def _read_lines(path: Path) -> list[bytes]:
+    """The file's lines, without trailing blank ones."""
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -208,27 +209,205 @@ def _lines(path: Path, warnings: list[str]) -> Iterator[tuple[int, dict[str, Any
     last = len(raw_lines)
     while last > 0 and not raw_lines[last - 1].strip():
         last -= 1
-    loads = json.loads
-    for i in range(last):
-        raw = raw_lines[i]
+    del raw_lines[last:]
+    return raw_lines
+
+
+def _records(path: Path, warnings: list[str],
+             raw_lines: list[bytes] | None = None) -> tuple[list[Any], list[int] | None]:
+    """Every object of a JSON-lines file, and their 1-based line numbers (None: record k is on
+    line k + 1). A malformed last line is dropped with a warning.
+
+    Fast path: the lines joined into one JSON array and decoded in a single call, which spares
+    a million calls' overhead. Anything unusual (a truncated or malformed line, blank lines in
+    the middle) falls back to decoding line by line, which names the bad line.
+    """
+    if raw_lines is None:
+        raw_lines = _read_lines(path)
+    if not raw_lines:
+        return [], None
+    try:
+        records = _loads(b"[" + b",".join(raw_lines) + b"]")
+        numbers = None
+    except ValueError:
+        records, numbers = _records_by_line(path, raw_lines, warnings)
+    for k, rec in enumerate(records):
+        if type(rec) is not dict:
+            line = k + 1 if numbers is None else numbers[k]
+            raise AnalysisError(f"{path}:{line}: expected a JSON object, "
+                                f"got {type(rec).__name__}")
+    return records, numbers
+
+
+# Two kinds of lines are most of a log's bytes: ``rechoke`` (20 neighbour objects of 9 fields
+# per line) and ``counters`` (a map of neighbour -> [up, down]). Decoding them into millions of
+# dicts and lists is most of the loading time, so while they are in exactly the form
+# peer/eventlog.py writes (compact JSON, these keys in this order, no escapes) their lists are
+# turned into CSV with two byte replacements and read by pandas' C parser, which makes no
+# Python object per field; the rest of each line is decoded as JSON. The rows are checked
+# (counts of every key, field counts and types, the first and last row against a plain JSON
+# decoding); on any doubt the file is decoded as plain JSON instead, so the tables never depend
+# on which path was taken.
+_NBR_KEYS = ("peer", "down_rate", "up_rate", "interested", "choking_us", "snubbed", "decision",
+             "reason", "rate")
+_NBR_CSV_NAMES = [name for key in _NBR_KEYS for name in (f"key_{key}", key)]
+_NBR_DTYPES: dict[str, Any] = {
+    "peer": "category", "down_rate": float, "up_rate": float, "interested": bool,
+    "choking_us": bool, "snubbed": bool, "decision": "category", "reason": "category",
+    "rate": float}
+
+
+@dataclass(frozen=True, slots=True)
+class _ListForm:
+    """Where a kind of line keeps its list, and how that list becomes CSV."""
+
+    mark: bytes  # in every such line
+    opening: bytes  # the list's key and opening bracket; the list closes the line
+    closing: bytes
+    separator: bytes  # between two items, up to the first key of the next
+
+
+_RECHOKE = _ListForm(b'"ev":"rechoke"', b',"nbrs":[', b"]}", b'},{"peer":')
+_COUNTERS = _ListForm(b'"ev":"counters"', b',"n":{', b"}}", b'],"')
+
+
+def _split_lists(raw_lines: list[bytes], form: _ListForm,
+                 parse: Any) -> pd.DataFrame | None:
+    """The items of every line of ``form`` as one frame (``parse`` of their joined text), each
+    line's list replaced, in ``raw_lines``, by its length. None, with ``raw_lines`` untouched,
+    when a line is not in the expected form or ``parse`` has doubts."""
+    bodies: list[bytes] = []
+    replaced: dict[int, bytes] = {}
+    expected = 0
+    last = len(raw_lines) - 1
+    key = form.opening[:-1]
+    for i, line in enumerate(raw_lines):
+        if form.mark not in line:
+            continue
+        if not line.endswith(form.closing):
+            if i == last:
+                continue  # a killed peer's truncated last line: the decoder skips it
+            return None
+        k = line.rfind(form.opening)
+        if k < 0:
+            return None
+        body = line[k + len(form.opening):-len(form.closing)]
+        count = body.count(form.separator) + 1 if body else 0
+        if body:
+            bodies.append(body)
+        expected += count
+        replaced[i] = b"%s%s%d}" % (line[:k], key, count)
+    if not replaced:
+        return None
+    frame = parse(bodies, expected)
+    if frame is None or len(frame) != expected:
+        return None
+    for i, line in replaced.items():
+        raw_lines[i] = line
+    return frame
+
+
+def _read_csv(text: bytes, **kwargs: Any) -> pd.DataFrame | None:
+    try:
+        return pd.read_csv(io.BytesIO(text), header=None, index_col=False, engine="c",
+                           keep_default_na=False, doublequote=False, **kwargs)
+    except (ValueError, TypeError, pd.errors.ParserError):
+        return None
+
+
+def _nbrs_frame(bodies: list[bytes], expected: int) -> pd.DataFrame | None:
+    if not bodies:
+        return pd.DataFrame({c: pd.Series(dtype=_NBR_DTYPES[c]) for c in _NBR_KEYS})
+    text = b",".join(bodies)
+    if b"\\" in text or not (text.startswith(b'{"peer":') and text.endswith(b"}")):
+        return None
+    if text.count(b'":') != len(_NBR_KEYS) * expected:  # every row has all keys, no more
+        return None
+    # {"peer":"A","down_rate":1.5,...},{"peer":"B",...}  ->  "peer":"A":"down_rate":1.5:...
+    # one row per neighbour, ':' between fields, keys in the even columns (not read).
+    csv_text = text[1:-1].replace(b'},{"', b'\n"').replace(b',"', b':"')
+    frame = _read_csv(csv_text, sep=":", names=_NBR_CSV_NAMES, usecols=list(_NBR_KEYS),
+                      dtype=_NBR_DTYPES, true_values=["true"], false_values=["false"],
+                      na_values=["null"])
+    if frame is None or len(frame) != expected:
+        return None
+    for key in ("peer", "decision", "reason"):
+        if any('"' in c for c in frame[key].cat.categories):
+            return None
+    for key in ("peer", "decision", "down_rate", "up_rate"):
+        if frame[key].isna().any():
+            return None
+    # The key order is one dict literal in the writer: check it on the first and last rows.
+    for row, raw in ((0, bodies[0]), (len(frame) - 1, bodies[-1])):
+        items = _loads(b"[" + raw + b"]")
+        item = items[0] if row == 0 else items[-1]
+        if list(item) != list(_NBR_KEYS) or not _same_row(item, frame, row):
+            return None
+    return frame
+
+
+def _same_row(item: dict[str, Any], frame: pd.DataFrame, row: int) -> bool:
+    for key, value in item.items():
+        got = frame[key].iloc[row]
+        if value is None:
+            if not pd.isna(got):
+                return False
+        elif isinstance(value, float | int) and not isinstance(value, bool):
+            if float(got) != float(value):
+                return False
+        elif got != value:
+            return False
+    return True
+
+
+def _counter_frame(bodies: list[bytes], expected: int) -> pd.DataFrame | None:
+    if not bodies:
+        return pd.DataFrame({"peer": pd.Series(dtype="category"),
+                             "up": pd.Series(dtype=np.int64),
+                             "down": pd.Series(dtype=np.int64)})
+    text = b",".join(bodies)
+    if b"\\" in text or text.count(b'":[') != expected or not text.endswith(b"]"):
+        return None
+    # "A":[1,2],"B":[3,4]  ->  "A",1,2 \n "B",3,4
+    csv_text = text[:-1].replace(b'],"', b'\n"').replace(b'":[', b'",')
+    frame = _read_csv(csv_text, sep=",", names=["peer", "up", "down"],
+                      dtype={"peer": "category", "up": np.int64, "down": np.int64})
+    if frame is None or frame["peer"].isna().any() or \
+            any('"' in c for c in frame["peer"].cat.categories):
+        return None
+    first = _loads(b"{" + bodies[0] + b"}")
+    peer, pair = next(iter(first.items()))
+    if (frame["peer"].iloc[0], int(frame["up"].iloc[0]), int(frame["down"].iloc[0])) != \
+            (peer, *pair):
+        return None
+    return frame
+
+
+def _records_by_line(path: Path, raw_lines: list[bytes],
+                     warnings: list[str]) -> tuple[list[Any], list[int]]:
+    """Line-by-line decoding: a peer killed with SIGKILL may leave its last line half written
+    (docs/log-schema.md); any other malformed line means a damaged file, an error naming it."""
+    records: list[Any] = []
+    numbers: list[int] = []
+    last = len(raw_lines)
+    for i, raw in enumerate(raw_lines):
+        if not raw.strip():
+            continue
         try:
-            rec = loads(raw)
+            rec = _loads(raw)
         except ValueError as exc:
-            if not raw.strip():
-                continue
             if i == last - 1:
                 warnings.append(f"{path}:{i + 1}: truncated last line skipped "
                                 f"({len(raw)} bytes: {_short(exc)})")
                 break
             raise AnalysisError(f"{path}:{i + 1}: malformed JSON line: {_short(exc)}") from None
-        if not isinstance(rec, dict):
-            raise AnalysisError(f"{path}:{i + 1}: expected a JSON object, "
-                                f"got {type(rec).__name__}")
-        yield i + 1, rec
+        records.append(rec)
+        numbers.append(i + 1)
+    return records, numbers
 
 
 def _short(exc: Exception) -> str:
-    return str(exc).split(":")[0] if isinstance(exc, json.JSONDecodeError) else str(exc)
+    return str(exc).split(":")[0]
 
 
 def _check_schema(path: Path, lineno: int, rec: dict[str, Any]) -> None:
@@ -240,8 +419,25 @@ def _check_schema(path: Path, lineno: int, rec: dict[str, Any]) -> None:
             f"(known: {known}); use a testbed version that matches the run")
 
 
+_CHOKE_COLUMNS = ["t", "peer", "round", "trigger", "seed_state", "optimistic_rotated",
+                  "neighbour", "down_rate", "up_rate", "interested", "choking_us", "snubbed",
+                  "decision", "reason", "rate", "until"]
+_TRANSFER_COLUMNS = ["t", "t0", "peer", "neighbour", "up", "down", "d_up", "d_down"]
+_PIECE_COLUMNS = ["t", "peer", "index", "start", "size", "ok", "from", "blame"]
+_TOTAL_COLUMNS = ["t", "peer", "up", "down"]
+
+# Fields an event cannot do without (docs/log-schema.md); used to name the line at fault.
+_REQUIRED = {"counters": ("t", "up", "down", "n"), "piece": ("t", "index", "size", "ok"),
+             "rechoke": ("t", "round", "trigger", "nbrs"), "conn_open": ("t", "peer"),
+             "conn_close": ("t", "peer"), "announce": ("t", "event", "ok"),
+             "start": ("t",), "complete": ("t",), "stop": ("t",)}
+_REQUIRED_NBR = ("peer", "down_rate", "up_rate", "interested", "choking_us", "snubbed",
+                 "decision")
+
+
 class _Columns:
-    """Column lists filled while reading the peer logs, one list per future DataFrame column."""
+    """Columns filled while reading the peer logs: per future table, a list of per-file chunks
+    (numpy arrays or lists) for each column, joined once at the end."""
 
     def __init__(self) -> None:
         self.starts: dict[str, dict[str, Any]] = {}
@@ -249,154 +445,359 @@ class _Columns:
         self.stops: dict[str, tuple[float, Any, Any, Any]] = {}
         self.last_t: dict[str, float] = {}
         self.last_totals: dict[str, tuple[int, int]] = {}
-        # pieces
-        self.pc_t: list[float] = []
-        self.pc_peer: list[str] = []
-        self.pc_index: list[int] = []
-        self.pc_start: list[Any] = []
-        self.pc_size: list[int] = []
-        self.pc_ok: list[bool] = []
-        self.pc_from: list[list[str]] = []
-        self.pc_blame: list[list[str]] = []
-        # chokes: one row per neighbour per rechoke
+        self.names: list[str] = []
+        """One per log read; ``peer`` columns hold codes into it until the frames are built."""
+        self.pc: dict[str, list[Any]] = {c: [] for c in _PIECE_COLUMNS}
         self.ch: dict[str, list[Any]] = {c: [] for c in _CHOKE_COLUMNS}
-        self.ch_until: list[float] = []
-        # transfers (changed counter entries only)
-        self.tr_t: list[float] = []
-        self.tr_t0: list[float] = []
-        self.tr_peer: list[str] = []
-        self.tr_nb: list[str] = []
-        self.tr_up: list[int] = []
-        self.tr_down: list[int] = []
-        self.tr_dup: list[int] = []
-        self.tr_ddown: list[int] = []
-        # totals
-        self.tot_t: list[float] = []
-        self.tot_peer: list[str] = []
-        self.tot_up: list[int] = []
-        self.tot_down: list[int] = []
+        self.tr: dict[str, list[Any]] = {c: [] for c in _TRANSFER_COLUMNS}
+        self.tot: dict[str, list[Any]] = {c: [] for c in _TOTAL_COLUMNS}
         self.conn: list[tuple[Any, ...]] = []
         self.ann: list[tuple[Any, ...]] = []
+        self.ids = _Interner()
+        """Neighbour peer ids, shared by the chokes and transfers columns (as codes)."""
+        self.labels = _Interner()
+        """Triggers, decisions and reasons (as codes)."""
+
+
+class _Interner:
+    """Strings -> small integer codes, so that millions of repeated strings become one int
+    array and a handful of categories (a pandas category column, without hashing each row
+    again at the end)."""
+
+    def __init__(self) -> None:
+        self.table: dict[str, int] = {}
+
+    def codes(self, values: Any, count: int) -> np.ndarray:
+        table = self.table
+        add = table.setdefault
+        # None (e.g. no reason) is code -1: a missing value in the category column.
+        return np.fromiter((-1 if v is None else add(v, len(table)) for v in values),
+                           np.int64, count)
+
+    def from_categorical(self, column: pd.Series) -> np.ndarray:
+        table = self.table
+        cmap = np.asarray([table.setdefault(c, len(table)) for c in column.cat.categories]
+                          + [-1], dtype=np.int64)
+        return cmap[column.cat.codes.to_numpy()]
+
+    def categorical(self, chunks: list[Any]) -> pd.Series:
+        codes = _joined(chunks, np.int64)
+        names = list(self.table)
+        order = sorted(range(len(names)), key=names.__getitem__)
+        remap = np.empty(len(names) + 1, dtype=np.int64)
+        remap[order] = np.arange(len(names))
+        remap[-1] = -1
+        return pd.Series(pd.Categorical.from_codes(remap[codes],
+                                                   categories=[names[i] for i in order]))
+
+
+def _counters_period(root: Path, stem: str) -> float:
+    """The peer's ``counters_period`` from its config file in the run directory."""
+    try:
+        config = json.loads((root / "peers" / f"{stem}.json").read_text(encoding="utf-8"))
+        period = float(config["counters_period"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return DEFAULT_COUNTERS_PERIOD
+    return period if period > 0 else DEFAULT_COUNTERS_PERIOD
 
 
 def _read_peer_log(path: Path, acc: _Columns, warnings: list[str]) -> None:
-    records = _lines(path, warnings)
-    name = path.stem
-    first = next(records, None)
-    if first is None:
+    raw_lines = _read_lines(path)
+    nbrs = _split_lists(raw_lines, _RECHOKE, _nbrs_frame)
+    pairs = _split_lists(raw_lines, _COUNTERS, _counter_frame)
+    n_warnings = len(warnings)
+    records, numbers = _records(path, warnings, raw_lines)
+    if not records:
         warnings.append(f"{path}: no events")
         return
-    lineno, rec = first
-    if rec.get("ev") == "start":
-        _check_schema(path, lineno, rec)
-        name = str(rec.get("name") or name)
+    name = path.stem
+    first = records[0]
+    line1 = 1 if numbers is None else numbers[0]
+    if first.get("ev") == "start":
+        _check_schema(path, line1, first)
+        name = str(first.get("name") or name)
     else:
-        warnings.append(f"{path}:{lineno}: first event is {rec.get('ev')!r}, not 'start'")
-    records = itertools.chain([first], records)
-    prev_n: dict[str, list[int]] = {}
-    prev_t: float | None = None
-    rechoke_times: list[float] = []
-    first_row = len(acc.ch_until)
-    ch = acc.ch
-    c_t, c_peer, c_round, c_trig, c_seed, c_rot = (ch[c].append for c in _CHOKE_COLUMNS[:6])
-    c_nb, c_down, c_up, c_int, c_chk, c_snub, c_dec, c_why = (ch[c].append
-                                                             for c in _CHOKE_COLUMNS[6:])
-    row_rechoke: list[int] = []
-    zero = [0, 0]
-    t = 0.0
-    # Bound methods hoisted out of the loop: this loop runs once per event of the run.
-    tr_t, tr_t0, tr_peer, tr_nb = acc.tr_t.append, acc.tr_t0.append, acc.tr_peer.append, \
-        acc.tr_nb.append
-    tr_up, tr_down, tr_dup, tr_ddown = acc.tr_up.append, acc.tr_down.append, \
-        acc.tr_dup.append, acc.tr_ddown.append
+        warnings.append(f"{path}:{line1}: first event is {first.get('ev')!r}, not 'start'")
+    if not (_lined_up(records, "rechoke", "nbrs", nbrs) and
+            _lined_up(records, "counters", "n", pairs)):
+        # A line looked like a rechoke but was not one: read the file the plain way.
+        del warnings[n_warnings:]
+        _read_peer_log_plain(path, acc, warnings)
+        return
     try:
-        for lineno, rec in records:  # noqa: B007 - lineno names the line in errors
-            ev = rec["ev"]
-            t = rec["t"]
-            if ev == "counters":
-                t0 = t if prev_t is None else prev_t
-                for nb, val in rec["n"].items():
-                    old = prev_n.get(nb, zero)
-                    if old != val:
-                        tr_t(t)
-                        tr_t0(t0)
-                        tr_peer(name)
-                        tr_nb(nb)
-                        tr_up(val[0])
-                        tr_down(val[1])
-                        tr_dup(val[0] - old[0])
-                        tr_ddown(val[1] - old[1])
-                        prev_n[nb] = val
-                prev_t = t
-                acc.tot_t.append(t)
-                acc.tot_peer.append(name)
-                acc.tot_up.append(rec["up"])
-                acc.tot_down.append(rec["down"])
-                acc.last_totals[name] = (rec["up"], rec["down"])
-            elif ev == "piece":
-                acc.pc_t.append(t)
-                acc.pc_peer.append(name)
-                acc.pc_index.append(rec["index"])
-                acc.pc_start.append(rec.get("start"))
-                acc.pc_size.append(rec["size"])
-                acc.pc_ok.append(bool(rec["ok"]))
-                acc.pc_from.append(rec.get("from") or [])
-                acc.pc_blame.append(rec.get("blame") or [])
-            elif ev == "rechoke":
-                k = len(rechoke_times)
-                rechoke_times.append(t)
-                rnd, trig = rec["round"], rec["trigger"]
-                seed_state = bool(rec.get("seed", False))
-                rotated = bool(rec.get("optimistic_rotated", False))
-                for nb in rec["nbrs"]:
-                    c_t(t)
-                    c_peer(name)
-                    c_round(rnd)
-                    c_trig(trig)
-                    c_seed(seed_state)
-                    c_rot(rotated)
-                    c_nb(nb["peer"])
-                    c_down(nb["down_rate"])
-                    c_up(nb["up_rate"])
-                    c_int(nb["interested"])
-                    c_chk(nb["choking_us"])
-                    c_snub(nb["snubbed"])
-                    c_dec(nb["decision"])
-                    c_why(nb.get("reason"))
-                    row_rechoke.append(k)
-            elif ev in ("conn_open", "conn_close"):
-                opened = ev == "conn_open"
-                acc.conn.append((t, name, "open" if opened else "close", rec["peer"],
-                                 rec.get("addr"), rec.get("dir"), rec.get("reason"),
-                                 rec.get("up"), rec.get("down")))
-            elif ev == "announce":
-                acc.ann.append((t, name, rec["event"], rec["ok"], rec.get("peers"),
-                                rec.get("interval"), rec.get("complete"), rec.get("incomplete"),
-                                rec.get("error")))
-            elif ev == "start":
-                acc.starts[name] = {**rec, "name": name}
-                prev_t = t
-            elif ev == "complete":
-                acc.completes[name] = (t, rec.get("downloaded"), rec.get("elapsed"))
-            elif ev == "stop":
-                acc.stops[name] = (t, rec.get("reason"), rec.get("up"), rec.get("down"))
-            # Other events are ignored: a newer peer may add events without a schema bump.
-    except (KeyError, TypeError, IndexError, AttributeError) as exc:
-        what = f"missing field {exc}" if isinstance(exc, KeyError) else f"bad field: {exc}"
-        raise AnalysisError(f"{path}:{lineno}: {rec.get('ev')!r} event: {what}") from None
-    end = acc.stops[name][0] if name in acc.stops else t
-    acc.last_t[name] = t
-    # A decision holds until the peer's next rechoke, or until it left (the end of its log).
-    until = [*rechoke_times[1:], end]
-    acc.ch_until.extend(until[k] for k in row_rechoke)
-    assert len(acc.ch_until) == first_row + len(row_rechoke)
+        _peer_columns(records, name, acc, _counters_period(path.parent.parent, path.stem),
+                      nbrs, pairs)
+    except (KeyError, TypeError, IndexError, AttributeError, ValueError) as exc:
+        raise _locate(path, records, numbers, exc) from None
+
+
+def _lined_up(records: list[dict[str, Any]], ev: str, key: str,
+              frame: pd.DataFrame | None) -> bool:
+    """Every line of kind ``ev`` (and only those) had its list read column-wise."""
+    if frame is None:
+        return True
+    total = 0
+    for r in records:
+        if type(r.get(key)) is int:
+            if r.get("ev") != ev:
+                return False
+            total += r[key]
+        elif r.get("ev") == ev:
+            return False
+    return total == len(frame)
+
+
+def _read_peer_log_plain(path: Path, acc: _Columns, warnings: list[str]) -> None:
+    records, numbers = _records(path, warnings)
+    name = str(records[0].get("name") or path.stem) if records[0].get("ev") == "start" \
+        else path.stem
+    try:
+        _peer_columns(records, name, acc, _counters_period(path.parent.parent, path.stem),
+                      None, None)
+    except (KeyError, TypeError, IndexError, AttributeError, ValueError) as exc:
+        raise _locate(path, records, numbers, exc) from None
+
+
+def _peer_columns(records: list[dict[str, Any]], name: str, acc: _Columns,
+                  period: float, nbrs: pd.DataFrame | None,
+                  pairs: pd.DataFrame | None) -> None:
+    """One peer's events into ``acc``: grouped by kind, then each kind column-wise."""
+    by_ev: dict[str, list[dict[str, Any]]] = {}
+    for rec in records:
+        ev = rec["ev"]
+        bucket = by_ev.get(ev)
+        if bucket is None:
+            by_ev[ev] = [rec]
+        else:
+            bucket.append(rec)
+    # Other events are ignored: a newer peer may add events without a schema bump.
+    code = len(acc.names)
+    acc.names.append(name)
+    last_t = records[-1]["t"]
+    starts = by_ev.get("start", [])
+    if starts:
+        acc.starts[name] = {**starts[-1], "name": name}
+    if "complete" in by_ev:
+        c = by_ev["complete"][-1]
+        acc.completes[name] = (c["t"], c.get("downloaded"), c.get("elapsed"))
+    if "stop" in by_ev:
+        s = by_ev["stop"][-1]
+        acc.stops[name] = (s["t"], s.get("reason"), s.get("up"), s.get("down"))
+    acc.last_t[name] = last_t
+    end = acc.stops[name][0] if name in acc.stops else last_t
+    first_t = starts[0]["t"] if starts else None
+    _counter_columns(by_ev.get("counters", []), code, name, first_t, period, acc, pairs)
+    _choke_columns(by_ev.get("rechoke", []), code, end, acc, nbrs)
+    _piece_columns(by_ev.get("piece", []), code, acc)
+    conns = sorted(by_ev.get("conn_open", []) + by_ev.get("conn_close", []),
+                   key=lambda r: r["t"])
+    for r in conns:
+        acc.conn.append((r["t"], name, "open" if r["ev"] == "conn_open" else "close",
+                         r["peer"], r.get("addr"), r.get("dir"), r.get("reason"), r.get("up"),
+                         r.get("down")))
+    for r in by_ev.get("announce", []):
+        acc.ann.append((r["t"], name, r["event"], r["ok"], r.get("peers"), r.get("interval"),
+                        r.get("complete"), r.get("incomplete"), r.get("error")))
+
+
+def _counter_columns(recs: list[dict[str, Any]], code: int, name: str, first_t: float | None,
+                     period: float, acc: _Columns, pairs: pd.DataFrame | None) -> None:
+    """``counters`` lines -> totals rows and one transfers row per neighbour that moved.
+
+    A line names only the neighbours whose counts changed since the previous line, and a
+    peer writes a line only when something changed, every ``period`` seconds: after a silent
+    gap the bytes moved in the last period, not over the whole gap. So an entry's interval is
+    (t0, t] with t0 = max(previous line or the peer's start, t − period). Entries whose counts
+    did not change (older logs listed every neighbour) are dropped: deltas are computed
+    against the previous entry of the same neighbour, so nothing is lost.
+    """
+    if not recs:
+        return
+    n_lines = len(recs)
+    t = np.fromiter(map(itemgetter("t"), recs), float, n_lines)
+    tot = acc.tot
+    tot["t"].append(t)
+    tot["peer"].append(np.full(n_lines, code, np.int64))
+    tot["up"].append(np.fromiter(map(itemgetter("up"), recs), np.int64, n_lines))
+    tot["down"].append(np.fromiter(map(itemgetter("down"), recs), np.int64, n_lines))
+    acc.last_totals[name] = (recs[-1]["up"], recs[-1]["down"])
+    if pairs is None:
+        maps = [r["n"] for r in recs]
+        lens = np.fromiter(map(len, maps), np.int64, n_lines)
+        total = int(lens.sum())
+        nb_codes = acc.ids.codes((k for m in maps for k in m), total)
+        values = [v for m in maps for v in m.values()]
+        up = np.fromiter(map(itemgetter(0), values), np.int64, total)
+        down = np.fromiter(map(itemgetter(1), values), np.int64, total)
+    else:
+        lens = np.fromiter(map(itemgetter("n"), recs), np.int64, n_lines)
+        total = len(pairs)
+        nb_codes = acc.ids.from_categorical(pairs["peer"])
+        up = pairs["up"].to_numpy(np.int64)
+        down = pairs["down"].to_numpy(np.int64)
+    if total == 0:
+        return
+    order = np.argsort(nb_codes, kind="stable")  # per neighbour, in time order
+    sorted_codes = nb_codes[order]
+    first = np.ones(total, dtype=bool)
+    first[1:] = sorted_codes[1:] != sorted_codes[:-1]
+    d_up = np.empty(total, np.int64)
+    d_down = np.empty(total, np.int64)
+    for col, out in ((up, d_up), (down, d_down)):
+        ordered = col[order]
+        delta = np.diff(ordered, prepend=0)
+        delta[first] = ordered[first]
+        out[order] = delta
+    keep = (d_up != 0) | (d_down != 0)
+    previous = np.empty(n_lines)
+    previous[0] = t[0] if first_t is None else first_t
+    previous[1:] = t[:-1]
+    t0 = np.maximum(previous, t - period)
+    line = np.repeat(np.arange(n_lines), lens)[keep]
+    tr = acc.tr
+    tr["t"].append(t[line])
+    tr["t0"].append(t0[line])
+    tr["peer"].append(np.full(len(line), code, np.int64))
+    tr["neighbour"].append(nb_codes[keep])
+    tr["up"].append(up[keep])
+    tr["down"].append(down[keep])
+    tr["d_up"].append(d_up[keep])
+    tr["d_down"].append(d_down[keep])
+
+
+def _choke_columns(recs: list[dict[str, Any]], code: int, end: float, acc: _Columns,
+                   nbrs: pd.DataFrame | None) -> None:
+    """``rechoke`` lines -> one row per neighbour; a decision holds until the peer's next
+    rechoke, or until it left (``end``). ``nbrs``: the neighbours already read column-wise
+    (``_split_rechokes``), each line's ``nbrs`` then being their number."""
+    if not recs:
+        return
+    n_lines = len(recs)
+    ch = acc.ch
+    if nbrs is None:
+        lists = [r["nbrs"] for r in recs]
+        lens = np.fromiter(map(len, lists), np.int64, n_lines)
+        rows = [nb for nbrs_ in lists for nb in nbrs_]
+        n = len(rows)
+        ch["neighbour"].append(acc.ids.codes(map(itemgetter("peer"), rows), n))
+        for key in ("down_rate", "up_rate"):
+            ch[key].append(np.fromiter(map(itemgetter(key), rows), float, n))
+        for key in ("interested", "choking_us", "snubbed"):
+            ch[key].append(np.fromiter(map(itemgetter(key), rows), bool, n))
+        ch["decision"].append(acc.labels.codes(map(itemgetter("decision"), rows), n))
+        ch["reason"].append(acc.labels.codes((nb.get("reason") for nb in rows), n))
+        ch["rate"].append(np.fromiter((_nan_if_none(nb.get("rate")) for nb in rows), float, n))
+    else:
+        lens = np.fromiter(map(itemgetter("nbrs"), recs), np.int64, n_lines)
+        n = len(nbrs)
+        ch["neighbour"].append(acc.ids.from_categorical(nbrs["peer"]))
+        for key in ("down_rate", "up_rate", "rate"):
+            ch[key].append(nbrs[key].to_numpy(float))
+        for key in ("interested", "choking_us", "snubbed"):
+            ch[key].append(nbrs[key].to_numpy(bool))
+        ch["decision"].append(acc.labels.from_categorical(nbrs["decision"]))
+        ch["reason"].append(acc.labels.from_categorical(nbrs["reason"]))
+    t = np.fromiter(map(itemgetter("t"), recs), float, n_lines)
+    until = np.append(t[1:], end)
+    ch["t"].append(np.repeat(t, lens))
+    ch["until"].append(np.repeat(until, lens))
+    ch["peer"].append(np.full(n, code, np.int64))
+    ch["round"].append(np.repeat(np.fromiter(map(itemgetter("round"), recs), np.int64,
+                                             n_lines), lens))
+    ch["trigger"].append(np.repeat(acc.labels.codes(map(itemgetter("trigger"), recs),
+                                                    n_lines), lens))
+    ch["seed_state"].append(np.repeat(
+        np.fromiter((bool(r.get("seed", False)) for r in recs), bool, n_lines), lens))
+    ch["optimistic_rotated"].append(np.repeat(
+        np.fromiter((bool(r.get("optimistic_rotated", False)) for r in recs), bool, n_lines),
+        lens))
+
+
+def _nan_if_none(value: Any) -> Any:
+    return math.nan if value is None else value
+
+
+def _piece_columns(recs: list[dict[str, Any]], code: int, acc: _Columns) -> None:
+    if not recs:
+        return
+    n = len(recs)
+    pc = acc.pc
+    pc["t"].append(np.fromiter((r["t"] for r in recs), float, n))
+    pc["peer"].append(np.full(n, code, np.int64))
+    pc["index"].append(np.fromiter((r["index"] for r in recs), np.int64, n))
+    pc["start"].append(np.fromiter((_nan_if_none(r.get("start")) for r in recs), float, n))
+    pc["size"].append(np.fromiter((r["size"] for r in recs), np.int64, n))
+    pc["ok"].append(np.fromiter((bool(r["ok"]) for r in recs), bool, n))
+    pc["from"].append([r.get("from") or [] for r in recs])
+    pc["blame"].append([r.get("blame") or [] for r in recs])
+
+
+def _locate(path: Path, records: list[dict[str, Any]], numbers: list[int] | None,
+            exc: Exception) -> AnalysisError:
+    """The error naming the first line whose event lacks a field or has one of a bad type."""
+    for k, rec in enumerate(records):
+        line = k + 1 if numbers is None else numbers[k]
+        ev = rec.get("ev")
+        if ev is None:
+            return AnalysisError(f"{path}:{line}: event without 'ev'")
+        problem = _problem(rec, ev)
+        if problem:
+            return AnalysisError(f"{path}:{line}: {ev!r} event: {problem}")
+    return AnalysisError(f"{path}: bad event: {exc!r}")
+
+
+def _problem(rec: dict[str, Any], ev: str) -> str | None:
+    for key in _REQUIRED.get(ev, ("t",)):
+        if key not in rec:
+            return f"missing field '{key}'"
+    if not isinstance(rec["t"], int | float) or isinstance(rec["t"], bool):
+        return f"bad field: 't' is {rec['t']!r}"
+    if ev == "counters":
+        n = rec["n"]
+        if type(n) is int:  # read column-wise already (_split_lists)
+            n = {}
+        if not isinstance(n, dict):
+            return "bad field: 'n' is not a mapping"
+        for peer, pair in n.items():
+            if not (isinstance(pair, list) and len(pair) == 2 and
+                    all(isinstance(x, int) and not isinstance(x, bool) for x in pair)):
+                return f"bad field: n[{peer!r}] is {pair!r}, not [up, down]"
+        for key in ("up", "down"):
+            if not isinstance(rec[key], int) or isinstance(rec[key], bool):
+                return f"bad field: {key!r} is {rec[key]!r}"
+    elif ev == "rechoke":
+        nbrs = rec["nbrs"]
+        if type(nbrs) is int:  # read column-wise already (_split_rechokes)
+            nbrs = []
+        if not isinstance(nbrs, list):
+            return "bad field: 'nbrs' is not a list"
+        for i, nb in enumerate(nbrs):
+            if not isinstance(nb, dict):
+                return f"bad field: nbrs[{i}] is not an object"
+            for key in _REQUIRED_NBR:
+                if key not in nb:
+                    return f"missing field 'nbrs[{i}].{key}'"
+            for key in ("down_rate", "up_rate"):
+                if not isinstance(nb[key], int | float):
+                    return f"bad field: nbrs[{i}].{key} is {nb[key]!r}"
+        if not isinstance(rec["round"], int):
+            return f"bad field: 'round' is {rec['round']!r}"
+    elif ev == "piece":
+        for key in ("index", "size"):
+            if not isinstance(rec[key], int) or isinstance(rec[key], bool):
+                return f"bad field: {key!r} is {rec[key]!r}"
+        if rec.get("start") is not None and not isinstance(rec["start"], int | float):
+            return f"bad field: 'start' is {rec['start']!r}"
+    return None
 
 
 def _read_tracker_log(path: Path, warnings: list[str]) -> list[tuple[Any, ...]]:
     if not path.is_file():
         return []
     rows = []
-    for lineno, rec in _lines(path, warnings):
+    records, numbers = _records(path, warnings)
+    for k, rec in enumerate(records):
+        lineno = k + 1 if numbers is None else numbers[k]
         ev = rec.get("ev")
         if ev == "start":
             _check_schema(path, lineno, rec)
@@ -411,7 +812,9 @@ def _read_resources(path: Path, warnings: list[str]) -> list[tuple[Any, ...]]:
     if not path.is_file():
         return []
     rows = []
-    for lineno, rec in _lines(path, warnings):
+    records, numbers = _records(path, warnings)
+    for k, rec in enumerate(records):
+        lineno = k + 1 if numbers is None else numbers[k]
         try:
             t, host = rec["t"], rec.get("host_cpu")
             for proc, p in (rec.get("procs") or {}).items():
@@ -457,68 +860,88 @@ def _lookup(series: pd.Series, table: dict[str, str]) -> pd.Series:
                      index=series.index)
 
 
+def _joined(chunks: list[Any], dtype: Any) -> np.ndarray:
+    if not chunks:
+        return np.empty(0, dtype=dtype)
+    return np.concatenate([np.asarray(c, dtype=dtype) for c in chunks])
+
+
+def _peer_codes(acc: _Columns, chunks: list[Any]) -> pd.Series:
+    """The ``peer`` column: codes into ``acc.names`` as a category of names."""
+    codes = _joined(chunks, np.int64)
+    uniq = sorted(set(acc.names))
+    remap = np.asarray([uniq.index(n) for n in acc.names] + [-1], dtype=np.int64)
+    return pd.Series(pd.Categorical.from_codes(remap[codes], categories=uniq))
+
+
 def _pieces_frame(acc: _Columns, names: _IdMapper) -> pd.DataFrame:
     table = names.id_to_name
-    froms = [[table.get(x, x) for x in f] for f in acc.pc_from]
+    pc = acc.pc
+    froms = [[table.get(x, x) for x in f] for chunk in pc["from"] for f in chunk]
     return pd.DataFrame({
-        "t": np.asarray(acc.pc_t, dtype=float),
-        "peer": _category(acc.pc_peer),
-        "index": np.asarray(acc.pc_index, dtype=np.int64),
-        "start": np.asarray([np.nan if s is None else s for s in acc.pc_start], dtype=float),
-        "size": np.asarray(acc.pc_size, dtype=np.int64),
-        "ok": np.asarray(acc.pc_ok, dtype=bool),
+        "t": _joined(pc["t"], float),
+        "peer": _peer_codes(acc, pc["peer"]),
+        "index": _joined(pc["index"], np.int64),
+        "start": _joined(pc["start"], float),
+        "size": _joined(pc["size"], np.int64),
+        "ok": _joined(pc["ok"], bool),
         "from": pd.Series(froms, dtype=object),
         "from_first": pd.Series([f[0] if f else None for f in froms], dtype=object),
-        "blame": pd.Series([[table.get(x, x) for x in b] for b in acc.pc_blame], dtype=object),
+        "blame": pd.Series([[table.get(x, x) for x in b] for chunk in pc["blame"]
+                            for b in chunk], dtype=object),
     })
-
-
-_CHOKE_COLUMNS = ["t", "peer", "round", "trigger", "seed_state", "optimistic_rotated",
-                  "neighbour", "down_rate", "up_rate", "interested", "choking_us", "snubbed",
-                  "decision", "reason"]
 
 
 def _chokes_frame(acc: _Columns, names: _IdMapper) -> pd.DataFrame:
     ch = acc.ch
     frame = pd.DataFrame({
-        "t": np.asarray(ch["t"], dtype=float), "peer": _category(ch["peer"]),
-        "round": np.asarray(ch["round"], dtype=np.int64), "trigger": _category(ch["trigger"]),
-        "seed_state": np.asarray(ch["seed_state"], dtype=bool),
-        "optimistic_rotated": np.asarray(ch["optimistic_rotated"], dtype=bool),
-        "neighbour": names.map(ch["neighbour"]),
-        "down_rate": np.asarray(ch["down_rate"], dtype=float),
-        "up_rate": np.asarray(ch["up_rate"], dtype=float),
-        "interested": np.asarray(ch["interested"], dtype=bool),
-        "choking_us": np.asarray(ch["choking_us"], dtype=bool),
-        "snubbed": np.asarray(ch["snubbed"], dtype=bool),
-        "decision": _category(ch["decision"]), "reason": _category(ch["reason"]),
+        "t": _joined(ch["t"], float), "peer": _peer_codes(acc, ch["peer"]),
+        "round": _joined(ch["round"], np.int64),
+        "trigger": acc.labels.categorical(ch["trigger"]),
+        "seed_state": _joined(ch["seed_state"], bool),
+        "optimistic_rotated": _joined(ch["optimistic_rotated"], bool),
+        "neighbour": names.map(acc.ids.categorical(ch["neighbour"])).cat
+        .remove_unused_categories(),
+        "down_rate": _joined(ch["down_rate"], float),
+        "up_rate": _joined(ch["up_rate"], float),
+        "interested": _joined(ch["interested"], bool),
+        "choking_us": _joined(ch["choking_us"], bool),
+        "snubbed": _joined(ch["snubbed"], bool),
+        "decision": acc.labels.categorical(ch["decision"]),
+        "reason": acc.labels.categorical(ch["reason"]),
+        "rate": _joined(ch["rate"], float),
     })
-    frame["until"] = np.asarray(acc.ch_until, dtype=float)
+    for col in ("trigger", "decision", "reason"):
+        frame[col] = frame[col].cat.remove_unused_categories()
+    frame["until"] = _joined(ch["until"], float)
     frame["duration"] = frame["until"] - frame["t"]
     return frame
 
 
-def _category(values: Any) -> pd.Series:
-    """Repeated strings (names, decisions) as a pandas category: a fraction of the memory,
-    and group-bys on them are much faster."""
-    return pd.Series(pd.Categorical(values))
-
-
 def _transfers_frame(acc: _Columns, names: _IdMapper) -> pd.DataFrame:
-    t = np.asarray(acc.tr_t, dtype=float)
-    t0 = np.asarray(acc.tr_t0, dtype=float)
-    d_up = np.asarray(acc.tr_dup, dtype=np.int64)
-    d_down = np.asarray(acc.tr_ddown, dtype=np.int64)
+    tr = acc.tr
+    t = _joined(tr["t"], float)
+    t0 = _joined(tr["t0"], float)
+    d_up = _joined(tr["d_up"], np.int64)
+    d_down = _joined(tr["d_down"], np.int64)
     dt = t - t0
     with np.errstate(divide="ignore", invalid="ignore"):
         rate_up = np.where(dt > 0, d_up / dt, np.nan)
         rate_down = np.where(dt > 0, d_down / dt, np.nan)
     return pd.DataFrame({
-        "t": t, "t0": t0, "peer": _category(acc.tr_peer),
-        "neighbour": names.map(acc.tr_nb),
-        "up": np.asarray(acc.tr_up, dtype=np.int64), "down": np.asarray(acc.tr_down, np.int64),
+        "t": t, "t0": t0, "peer": _peer_codes(acc, tr["peer"]),
+        "neighbour": names.map(acc.ids.categorical(tr["neighbour"])).cat
+        .remove_unused_categories(),
+        "up": _joined(tr["up"], np.int64), "down": _joined(tr["down"], np.int64),
         "d_up": d_up, "d_down": d_down, "rate_up": rate_up, "rate_down": rate_down,
     })
+
+
+def _totals_frame(acc: _Columns) -> pd.DataFrame:
+    tot = acc.tot
+    return pd.DataFrame({"t": _joined(tot["t"], float), "peer": _peer_codes(acc, tot["peer"]),
+                         "up": _joined(tot["up"], np.int64),
+                         "down": _joined(tot["down"], np.int64)})
 
 
 def _connections_frame(acc: _Columns, names: _IdMapper) -> pd.DataFrame:

@@ -128,31 +128,40 @@ def format_text(h: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+def write_analysis(run_dir: Path, *, figures: bool = True) -> dict[str, Any]:
+    """Load ``run_dir``, write its figures (unless ``figures=False``) and ``analysis.json``;
+    returns the headline dict. Raises ``TestbedError`` (AnalysisError) or ``OSError``."""
+    run = load_run(run_dir)
+    h = headline(run)
+    made = []
+    if figures:
+        from analysis.plots import make_figures  # matplotlib only when figures are made
+
+        made = make_figures(run)
+    h["figures"] = [str(p) for p in made]
+    try:
+        (run.path / "analysis.json").write_text(json.dumps(h, indent=1) + "\n")
+    except OSError as exc:
+        h["warnings"].append(f"cannot write analysis.json: {exc.strerror}")
+    return h
+
+
 def cli_analyze(run_dir: Path, as_json: bool) -> int:
     """``testbed analyze RUN [--json]``: print the headline, write figures and analysis.json.
 
     Returns 0, or 2 after one line on stderr when the directory cannot be analysed.
     """
-    from analysis.plots import make_figures  # matplotlib only when figures are made
-
     try:
-        run = load_run(run_dir)
-        h = headline(run)
-        figures = make_figures(run)
+        h = write_analysis(run_dir)
     except TestbedError as exc:
         print(f"testbed analyze: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
         print(f"testbed analyze: {run_dir}: {exc}", file=sys.stderr)
         return 2
-    h["figures"] = [str(p) for p in figures]
-    try:
-        (run.path / "analysis.json").write_text(json.dumps(h, indent=1) + "\n")
-    except OSError as exc:
-        h["warnings"].append(f"cannot write analysis.json: {exc.strerror}")
     if as_json:
         print(json.dumps(h))
     else:
         print(format_text(h))
-        print(f"\nfigures: {run.path / 'figures'}")
+        print(f"\nfigures: {Path(h['run']) / 'figures'}")
     return 0

@@ -4,12 +4,12 @@
                                              [--pieces 2000] [--repeat 3] [--keep DIR]
 
 The synthetic run has the event mix a real one has (docs/log-schema.md, as peer/node.py writes
-it): one ``counters`` line per peer per second naming every neighbour ever connected (a few of
-which moved bytes that second), a ``rechoke`` every 10 s (plus as many interest-triggered ones)
-listing every connected neighbour, one ``piece`` line per verified piece, connections and
-announces. Leechers of three capacity groups complete at different times and stay as seeds.
-Prints the event count, the log size, and the median of ``--repeat`` timings of ``load_run``
-and of every metric.
+it): one ``counters`` line per peer per second naming the neighbours whose counts changed since
+the previous line (five of its twenty, each second), a ``rechoke`` every 10 s (plus as many
+interest-triggered ones) listing every connected neighbour, one ``piece`` line per verified
+piece, connections and announces. Leechers of three capacity groups complete at different
+times and stay as seeds. Prints the event count, the log size, and the median of ``--repeat``
+timings of ``load_run`` and of every metric.
 """
 
 from __future__ import annotations
@@ -101,7 +101,7 @@ def generate(root: Path, *, peers: int, neighbours: int, duration: float, pieces
                     parts.append(f'{{"peer":"{ids[j]}","down_rate":{rng.uniform(0, 9e4):.1f},'
                                  f'"up_rate":{rng.uniform(0, 9e4):.1f},"interested":true,'
                                  f'"choking_us":false,"snubbed":false,"decision":"{dec}",'
-                                 f'"reason":"rank {n}"}}')
+                                 f'"reason":"rank {n}","rate":null}}')
                 trig = "timer" if tt == t else "interest"
                 seed_state = "true" if done_t is None or tt > done_t else "false"
                 timeline.append((tt, f'{{"t":{tt:.4f},"ev":"rechoke","round":{rnd},'
@@ -115,14 +115,16 @@ def generate(root: Path, *, peers: int, neighbours: int, duration: float, pieces
             connected = [j for j, ct in zip(nbrs, connect_t, strict=True) if ct < sec]
             if not connected:
                 continue
-            for j in rng.sample(connected, min(5, len(connected))):
+            moved = set(rng.sample(connected, min(5, len(connected))))
+            for j in moved:
                 if rng.random() < 0.5:
                     cum[j][0] += BLOCK
                     up += BLOCK
                 else:
                     cum[j][1] += BLOCK
                     down += BLOCK
-            n = ",".join(f'"{ids[j]}":[{cum[j][0]},{cum[j][1]}]' for j in connected)
+            # Only the neighbours whose counts moved since the previous line (peer/node.py).
+            n = ",".join(f'"{ids[j]}":[{cum[j][0]},{cum[j][1]}]' for j in sorted(moved))
             timeline.append((float(sec), f'{{"t":{sec:.4f},"ev":"counters","up":{up},'
                                          f'"down":{down},"n":{{{n}}}}}'))
         timeline.sort(key=lambda x: x[0])

@@ -56,9 +56,14 @@ def piece(t: float, index: int, frm: Iterable[int], *, size: int = 100, ok: bool
             "blame": [] if ok else senders}
 
 
-def counters(t: float, n: dict[int, tuple[int, int]]) -> dict[str, Any]:
-    return {"t": t, "ev": "counters", "up": sum(v[0] for v in n.values()),
-            "down": sum(v[1] for v in n.values()),
+def counters(t: float, n: dict[int, tuple[int, int]], *, up: int | None = None,
+             down: int | None = None) -> dict[str, Any]:
+    """A ``counters`` line; ``n`` lists the neighbours whose counts changed since the previous
+    line (docs/log-schema.md). The totals default to the sums over ``n``, which is right only
+    when ``n`` names every neighbour that ever moved bytes: pass them otherwise."""
+    return {"t": t, "ev": "counters",
+            "up": sum(v[0] for v in n.values()) if up is None else up,
+            "down": sum(v[1] for v in n.values()) if down is None else down,
             "n": {pid(i): [u, d] for i, (u, d) in n.items()}}
 
 

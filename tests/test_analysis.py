@@ -6,6 +6,7 @@ import json
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 from analysis_fixtures import (
     complete,
@@ -291,22 +292,29 @@ def test_optimistic_share(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
-# reciprocation and the transfers table: peer a's counters toward x (index 1) and y (index 2)
+# reciprocation and the transfers table: peer a's counters toward x (index 1) and y (index 2).
+# A counters line names only the neighbours whose counts changed (docs/log-schema.md).
 #   t=1: x up 100 down 0;   y up 50 down 50
-#   t=2: x up 200 down 10;  y unchanged (no row)
+#   t=2: x up 200 down 10   (y unchanged: not in the line)
+#   (t=3..11: nothing moved, no line)
 #   t=12: y up 150 down 50
 #   Periods of 10 s: [0,10): x sent 200 with 10 back -> reciprocated; y 50 with 50 back -> yes.
 #   [10,20): y sent 100, nothing back -> not. Share 250 / 350.
 #   Periods of 1 s: [1,2): x 100, nothing back: no; y 50: yes. [2,3): x 100, 10 back: yes.
 #   -> 150 / 350.
+#   The t=12 entry's interval: a line comes every counters_period (1 s) while anything moves,
+#   so after the silent gap the 100 bytes moved in (11, 12]: 100 B/s, not 10 B/s over (2, 12].
+
+
+def reciprocation_logs(a):
+    return {"a": [start(a), counters(1, {1: (100, 0), 2: (50, 50)}),
+                  counters(2, {1: (200, 10)}, up=250, down=60),
+                  counters(12, {2: (150, 50)}, up=350, down=60)]}
 
 
 def reciprocation_run(tmp_path):
     a, x, y = plan("a", 0), plan("x", 1), plan("y", 2)
-    logs = {"a": [start(a), counters(1, {1: (100, 0), 2: (50, 50)}),
-                  counters(2, {1: (200, 10), 2: (50, 50)}),
-                  counters(12, {1: (200, 10), 2: (150, 50)})]}
-    return load_run(make_run(tmp_path / "rc", [a, x, y], logs))
+    return load_run(make_run(tmp_path / "rc", [a, x, y], reciprocation_logs(a)))
 
 
 def test_transfers_table(tmp_path):
@@ -315,10 +323,30 @@ def test_transfers_table(tmp_path):
     assert list(zip(tr["t"], tr["neighbour"], strict=True)) == [(1, "x"), (1, "y"), (2, "x"),
                                                                   (12, "y")]
     last = tr.iloc[3]
-    assert (last["t0"], last["up"], last["d_up"], last["d_down"]) == (2, 150, 100, 0)
-    assert last["rate_up"] == pytest.approx(10.0)
+    assert (last["t0"], last["up"], last["d_up"], last["d_down"]) == (11, 150, 100, 0)
+    assert last["rate_up"] == pytest.approx(100.0)
     assert tr.iloc[0]["rate_up"] == pytest.approx(100.0)  # since a's start at t = 0
+    assert (tr.iloc[2]["t0"], tr.iloc[2]["d_up"], tr.iloc[2]["d_down"]) == (1, 100, 10)
     assert list(run.totals["up"]) == [150, 250, 350]
+
+
+def test_transfers_interval_follows_the_peers_counters_period(tmp_path):
+    a, x, y = plan("a", 0), plan("x", 1), plan("y", 2)
+    root = make_run(tmp_path / "cp", [a, x, y], reciprocation_logs(a))
+    (root / "peers" / "a.json").write_text(json.dumps({"counters_period": 4.0}))
+    last = load_run(root).transfers.iloc[3]
+    assert last["t0"] == 8 and last["rate_up"] == pytest.approx(25.0)
+
+
+def test_older_logs_listing_unchanged_neighbours_give_the_same_rows(tmp_path):
+    # Before only changed neighbours were logged, every line named every neighbour.
+    a, x, y = plan("a", 0), plan("x", 1), plan("y", 2)
+    logs = {"a": [start(a), counters(1, {1: (100, 0), 2: (50, 50)}),
+                  counters(2, {1: (200, 10), 2: (50, 50)}),
+                  counters(12, {1: (200, 10), 2: (150, 50)})]}
+    old = load_run(make_run(tmp_path / "old", [a, x, y], logs)).transfers
+    new = reciprocation_run(tmp_path).transfers
+    pd.testing.assert_frame_equal(old.reset_index(drop=True), new.reset_index(drop=True))
 
 
 def test_reciprocation(tmp_path):
