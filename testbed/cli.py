@@ -115,6 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--tolerance", metavar="T",
                          help="practical tolerance for every metric: 10%% (of the baseline "
                          "median) or a number in the metric's unit (default: per metric)")
+
+    from testbed.sweep import add_sweep_parser  # stdlib-only at import: start-up stays quick
+
+    add_sweep_parser(sub, _seconds, _seed)
     return parser
 
 
@@ -225,6 +229,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_analyze(args.run_dir, args.json)
         if args.command in ("check", "compare"):
             return cmd_regress(args)
+        if args.command == "sweep":
+            from testbed.sweep import cli_sweep
+
+            return cli_sweep(args, argv)
         return cmd_run(args, argv)
     except TestbedError as exc:
         return _error(str(exc))
