@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import shutil
 import statistics
 import subprocess
 import sys
@@ -138,6 +139,60 @@ def print_table(outcomes: list[Outcome]) -> None:
                   f"makespan {_fmt(o.makespan)} s vs {_fmt(base.makespan)} s")
 
 
+def _per_seed(outcomes: list[Outcome], topology: str, value) -> str:
+    """``v1 / v2 / v3 (median m)`` of ``value(outcome)`` over the seeds of one topology."""
+    vals = [value(o) for o in outcomes if o.topology == topology]
+    vals = [v for v in vals if v is not None]
+    if not vals:
+        return "–"
+    text = " / ".join(_fmt(v, 2) for v in vals)
+    return text + (f" (median {_fmt(_median(vals), 2)})" if len(vals) > 1 else "")
+
+
+def print_summary(outcomes: list[Outcome]) -> None:
+    """One markdown table over all seeds: the figures docs/policies.md quotes."""
+    seeds = sorted({o.seed for o in outcomes})
+    one = {o.seed: o for o in outcomes if o.topology == "bittyrant_one"}
+    rows: list[tuple[str, str, str]] = []
+
+    def add(topology: str, figure: str, value) -> None:
+        if any(o.topology == topology for o in outcomes):
+            rows.append((topology, figure, _per_seed(outcomes, topology, value)))
+
+    for cls in ("slow", "medium", "fast"):
+        add("legout_classes", f"median completion {cls} (s)", lambda o, c=cls: o.medians.get(c))
+    add("legout_classes", "slow / fast median", lambda o: o.figures.get("slow_over_fast"))
+    for cls in ("slow", "medium", "fast"):
+        add("legout_classes", f"clustering I_kk {cls}", lambda o, c=cls: o.clustering_diag.get(c))
+    add("free_riders", "median contributor (s)", lambda o: o.medians.get("contributor"))
+    add("free_riders", "median free rider (s)", lambda o: o.medians.get("free_rider"))
+    add("free_riders", "free-rider slowdown", lambda o: o.figures.get("free_rider_slowdown"))
+    add("bittyrant_one", "BitTyrant peer (s)", lambda o: o.medians.get("tyrant"))
+    add("bittyrant_one", "median medium TFT (s)", lambda o: o.medians.get("medium"))
+    add("bittyrant_one", "strategic speed-up", lambda o: o.figures.get("strategic_speedup"))
+    add("bittyrant_all", "median all (s)", lambda o: o.medians.get("all"))
+    add("bittyrant_all", "median all of bittyrant_one, same seed (s)",
+        lambda o: one[o.seed].medians.get("all") if o.seed in one else None)
+    add("bittyrant_all", "makespan (s)", lambda o: o.makespan)
+    add("bittyrant_all", "makespan of bittyrant_one, same seed (s)",
+        lambda o: one[o.seed].makespan if o.seed in one else None)
+    add("propshare_vs_tft", "median PropShare (s)", lambda o: o.figures.get("propshare_median"))
+    add("propshare_vs_tft", "median TFT (s)", lambda o: o.figures.get("tft_median"))
+    add("propshare_vs_tft", "TFT / PropShare, slow class",
+        lambda o: o.figures.get("tft_over_propshare_slow"))
+    add("propshare_vs_tft", "TFT / PropShare, fast class",
+        lambda o: o.figures.get("tft_over_propshare_fast"))
+    for name in TOPOLOGIES:
+        add(name, "host CPU mean % (saturated?)", lambda o: None)
+    print(f"\n## Summary over seeds {', '.join(map(str, seeds))} (values per seed, in order)\n")
+    print("| topology | figure | measured |\n|---|---|---|")
+    for topology, figure, text in rows:
+        if figure.startswith("host CPU"):
+            text = " / ".join(o.cpu.split(" (")[0].replace("host mean ", "")
+                              for o in outcomes if o.topology == topology)
+        print(f"| {topology} | {figure} | {text} |")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", action="append", choices=TOPOLOGIES,
@@ -156,7 +211,6 @@ def main(argv: list[str] | None = None) -> int:
             finished = (out / "summary.json").exists()
             if not args.analyze_only and (args.rerun or not finished):
                 if out.exists():
-                    import shutil
                     shutil.rmtree(out)
                 out.parent.mkdir(parents=True, exist_ok=True)
                 run_topology(name, seed, out, args.time_limit)
@@ -165,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             outcomes.append(analyse(name, seed, out))
     print_table(outcomes)
+    print_summary(outcomes)
     return 0
 
 
