@@ -346,7 +346,10 @@ def run_repeated(topology: Path, *, repeat: int, seed: int | None, out: Path | N
     topo = load_topology(topology)
     first = topo.seed if seed is None else seed
     experiments = [expand(topo, first + i) for i in range(repeat)]
-    root = _make_root(topo.name, repeat, out, runs_root)
+    # Absolute: the fork launcher opens a process's output file after chdir-ing into the run
+    # directory, so a relative run directory (runs/…) would not be found.
+    root = _make_root(topo.name, repeat, out.absolute() if out is not None else None,
+                      runs_root.absolute())
     data: dict[str, Any] = {"schema": RESULTS_SCHEMA, "kind": "results_set", "name": topo.name,
                             "topology": str(topology), "seeds": [first + i for i in range(repeat)],
                             "repeat": repeat, "started_at": utc_now_iso(),

@@ -468,6 +468,8 @@ def test_run_repeated_stops_at_an_interrupt(tmp_path, monkeypatch):
     from testbed.run import RunResult
 
     def execute_run(experiment, text, options):
+        # absolute: the fork launcher chdirs into the run directory before opening files
+        assert options.out.is_absolute()
         options.out.mkdir()
         summary = fake_summary("interrupted" if experiment.seed == 2 else "completed")
         summary["signal"] = "SIGINT" if experiment.seed == 2 else None
@@ -476,8 +478,9 @@ def test_run_repeated_stops_at_an_interrupt(tmp_path, monkeypatch):
     monkeypatch.setattr(testbed.run, "execute_run", execute_run)
     monkeypatch.setattr(regress, "run_metrics", lambda run_dir: {
         "status": "completed", "saturated": False, "metrics": {"all_complete": True}})
+    monkeypatch.chdir(tmp_path)
     root, status = regress.run_repeated(ROOT / "topologies" / "ci_small.yaml", repeat=3,
-                                        seed=1, out=tmp_path / "set", runs_root=tmp_path)
-    assert status == 130
+                                        seed=1, out=Path("set"), runs_root=Path("runs"))
+    assert status == 130 and root == tmp_path / "set"
     assert sorted(p.name for p in root.iterdir()) == ["rep-0", "rep-1", "results.json"]
     assert len(load_results(root).repetitions) == 1
