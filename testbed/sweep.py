@@ -417,8 +417,13 @@ def write_table(sweep_dir: Path, header: Mapping[str, Any], rows: Sequence[Mappi
 
 
 def create_sweep_dir(name: str, *, out: Path | None, runs_root: Path) -> Path:
-    """``out`` (must not exist) or ``runs_root/<name>-sweep-<YYYYmmdd-HHMMSS>[-k]``."""
+    """``out`` (must not exist) or ``runs_root/<name>-sweep-<YYYYmmdd-HHMMSS>[-k]``, made
+    absolute: the processes of a run work in their run directory, so a relative path would
+    name something else for them."""
     from testbed.rundir import RunDirError
+
+    out = out.absolute() if out is not None else None
+    runs_root = runs_root.absolute()
 
     if out is not None:
         try:
