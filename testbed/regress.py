@@ -54,13 +54,18 @@ __all__ = [
     "RegressError",
     "Repetition",
     "ResultsSet",
+    "Row",
     "Tolerance",
     "check",
     "compare",
+    "compare_metric",
     "format_report",
+    "format_set",
     "load_expectations",
     "load_results",
     "mann_whitney_p",
+    "metric_of",
+    "min_p",
     "parse_expectations",
     "parse_tolerance",
     "run_metrics",
@@ -255,9 +260,12 @@ class ResultsSet:
 def _rep_from_json(data: Any, where: str, i: int) -> Repetition:
     if not isinstance(data, dict) or not isinstance(data.get("metrics"), dict):
         raise RegressError(f"{where}: repetitions[{i}] has no 'metrics' object")
-    return Repetition(index=int(data.get("index", i)), seed=data.get("seed"),
-                      run_dir=str(data.get("run_dir", "")), status=data.get("status"),
-                      saturated=bool(data.get("saturated")), metrics=dict(data["metrics"]))
+    try:
+        return Repetition(index=int(data.get("index", i)), seed=data.get("seed"),
+                          run_dir=str(data.get("run_dir", "")), status=data.get("status"),
+                          saturated=bool(data.get("saturated")), metrics=dict(data["metrics"]))
+    except (TypeError, ValueError) as exc:
+        raise RegressError(f"{where}: repetitions[{i}]: {exc}") from None
 
 
 def load_results(path: Path) -> ResultsSet:

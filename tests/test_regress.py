@@ -293,6 +293,12 @@ def test_load_results_rejects_what_is_not_a_results_set(tmp_path):
     (bad / "results.json").write_text('{"kind": "results_set", "schema": 9}')
     with pytest.raises(RegressError, match="schema 9"):
         load_results(bad)
+    for reps, message in [([], "no repetitions"), ([{"metrics": 3}], r"repetitions\[0\] has no"),
+                          ([{"index": "x", "metrics": {}}], r"repetitions\[0\]: invalid")]:
+        (bad / "results.json").write_text(json.dumps(
+            {"kind": "results_set", "schema": 1, "repetitions": reps}))
+        with pytest.raises(RegressError, match=message):
+            load_results(bad)
 
 
 def test_check_bounds_use_the_median_and_all_complete_every_run(tmp_path):
