@@ -291,6 +291,118 @@ def test_optimistic_share(tmp_path):
     assert o.loc["a2", "share"] == pytest.approx(2 / 3) and o.loc["a1", "equal"] == 0.25
 
 
+def test_chokes_table_columns(tmp_path):
+    run = clustering_run(tmp_path)
+    a1 = run.chokes[run.chokes["peer"] == "a1"].set_index("neighbour")
+    first = a1[a1["t"] == 0]
+    assert first.loc["b1", "down_rate"] == 30.0 and first.loc["b1", "up_rate"] == 1.5
+    assert bool(first.loc["a2", "choking_us"]) and not bool(first.loc["b1", "choking_us"])
+    assert first.loc["b2", "reason"] == "test, optimistic"  # a comma inside a value
+    assert pd.isna(a1[a1["t"] == 10].loc["b1", "reason"])  # null
+    assert a1["rate"].isna().all()
+    assert list(run.chokes["trigger"].cat.categories) == ["timer"]
+
+
+# ---------------------------------------------------------------------------------------------
+# the column-wise reading of rechoke and counters lists gives what plain JSON decoding gives
+
+
+def fast_path_logs(plans):
+    s, a, b = plans
+    return {
+        "s": [start(s), rechoke(0.5, 1, {1: "regular", 2: "optimistic"}, seed=True),
+              counters(1, {1: (300, 0), 2: (100, 0)}),
+              counters(2, {1: (600, 0)}, up=700, down=0), stop(9, 700, 0)],
+        "a": [start(a), rechoke(0.5, 1, {}), counters(1, {0: (0, 300), 2: (5, 7)}),
+              rechoke(2.5, 2, {0: "choke", 2: "regular"}, trigger="interest",
+                      rates={2: 1024.0}),
+              {"t": 3, "ev": "future_event", "x": [1, {"y": 2}]},
+              counters(4, {0: (0, 600)}, up=5, down=607), stop(9, 5, 607)],
+        "b": [start(b), counters(1.5, {0: (0, 100), 1: (7, 5)})],
+    }
+
+
+def fast_path_plans():
+    return [plan("s", 0, role="seed", group="seed"), plan("a", 1), plan("b", 2)]
+
+
+def frames(run):
+    return {name: getattr(run, name).reset_index(drop=True)
+            for name in ("peers", "pieces", "chokes", "transfers", "totals", "connections")}
+
+
+def assert_same_run(one, other):
+    a, b = frames(one), frames(other)
+    for name in a:
+        pd.testing.assert_frame_equal(a[name], b[name], check_categorical=False, obj=name)
+    assert one.warnings == other.warnings
+
+
+@pytest.mark.parametrize("tail", ["", '{"t":9.5,"ev":"rechoke","round":3,"trigger":"ti'])
+def test_fast_and_plain_reading_agree(tmp_path, monkeypatch, tail):
+    import analysis.load as load_module
+
+    plans = fast_path_plans()
+    root = make_run(tmp_path / "r", plans, fast_path_logs(plans), raw_tail={"b": tail})
+    calls = []
+    real = load_module._split_lists
+
+    def spy(raw_lines, form, parse):
+        frame = real(raw_lines, form, parse)
+        calls.append(frame is not None)
+        return frame
+
+    monkeypatch.setattr(load_module, "_split_lists", spy)
+    fast = load_run(root)
+    assert calls.count(True) >= 4  # the fast path was taken, for both kinds of lines
+    monkeypatch.setattr(load_module, "_split_lists", lambda *args: None)
+    plain = load_run(root)
+    assert_same_run(fast, plain)
+    ch = fast.chokes.set_index(["peer", "neighbour"])
+    assert ch.loc[("a", "b"), "rate"] == 1024.0 and ch.loc[("a", "b"), "trigger"] == "interest"
+    assert len(fast.transfers) == 8 and bool(tail) == bool(fast.warnings)
+
+
+def test_unusual_lists_fall_back_to_plain_json(tmp_path):
+    # Keys in another order, spaces, escapes: the plain decoder reads them the same.
+    plans = fast_path_plans()
+    logs = fast_path_logs(plans)
+    reference = load_run(make_run(tmp_path / "ref", plans, logs))
+    nb = logs["a"][3]["nbrs"][1]
+    logs["a"][3]["nbrs"][1] = dict(reversed(list(nb.items())))
+    run = load_run(make_run(tmp_path / "order", plans, logs))
+    assert_same_run(run, reference)
+    root = make_run(tmp_path / "spaces", plans, fast_path_logs(plans))
+    log = root / "peers" / "s.jsonl"
+    text = log.read_text().replace('"peer":', '"peer": ').replace('"test, ', '"t\\u0065st, ')
+    log.write_text(text)
+    run = load_run(root)
+    assert_same_run(run, reference)
+
+
+def test_blank_lines_inside_a_log_are_skipped(tmp_path):
+    plans = fast_path_plans()
+    root = make_run(tmp_path / "blank", plans, fast_path_logs(plans))
+    log = root / "peers" / "a.jsonl"
+    lines = log.read_text().splitlines()
+    log.write_text("\n".join([*lines[:2], "", "  ", *lines[2:]]) + "\n")
+    reference = load_run(make_run(tmp_path / "ref", plans, fast_path_logs(plans)))
+    assert_same_run(load_run(root), reference)
+
+
+def test_bad_neighbour_field_names_the_line(tmp_path):
+    plans = fast_path_plans()
+    logs = fast_path_logs(plans)
+    del logs["a"][3]["nbrs"][0]["decision"]
+    with pytest.raises(AnalysisError, match=r"a\.jsonl:4: 'rechoke' event: missing field "
+                                            r"'nbrs\[0\]\.decision'"):
+        load_run(make_run(tmp_path / "bad", plans, logs))
+    logs = fast_path_logs(plans)
+    logs["a"][2]["n"][pid(0)] = [0, "x"]
+    with pytest.raises(AnalysisError, match=r"a\.jsonl:3: 'counters' event: bad field"):
+        load_run(make_run(tmp_path / "bad2", plans, logs))
+
+
 # ---------------------------------------------------------------------------------------------
 # reciprocation and the transfers table: peer a's counters toward x (index 1) and y (index 2).
 # A counters line names only the neighbours whose counts changed (docs/log-schema.md).
