@@ -20,7 +20,6 @@ the ``testbed`` command start quickly.
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
 import difflib
 import itertools
 import json
@@ -305,34 +304,10 @@ def load_results(path: Path) -> ResultsSet:
 
 
 def _make_root(name: str, repeat: int, out: Path | None, runs_root: Path) -> Path:
-    from testbed.rundir import RunDirError
+    from testbed.rundir import create_fresh_dir, timestamp
 
-    if out is not None:
-        try:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.mkdir()
-        except FileExistsError:
-            raise RunDirError(f"{out}: already exists (a results set is never "
-                              "overwritten)") from None
-        except OSError as exc:
-            raise RunDirError(f"{out}: cannot create: {exc.strerror or exc}") from None
-        return out
-    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    try:
-        runs_root.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise RunDirError(f"{runs_root}: cannot create: {exc.strerror or exc}") from None
-    for suffix in itertools.count(1):
-        root = runs_root / (f"{name}-{stamp}-x{repeat}" if suffix == 1
-                            else f"{name}-{stamp}-x{repeat}-{suffix}")
-        try:
-            root.mkdir()
-            return root
-        except FileExistsError:
-            continue
-        except OSError as exc:
-            raise RunDirError(f"{root}: cannot create: {exc.strerror or exc}") from None
-    raise AssertionError("unreachable")
+    return create_fresh_dir(f"{name}-{timestamp()}-x{repeat}", out=out, runs_root=runs_root,
+                            what="results set")
 
 
 def run_repeated(topology: Path, *, repeat: int, seed: int | None, out: Path | None,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import itertools
 import json
 import os
 import platform
@@ -89,40 +90,51 @@ class RunDir:
         return self.peers_dir / f"{peer}.out"
 
 
-def create_run_dir(name: str, *, out: Path | None = None, runs_root: Path = Path("runs"),
-                   now: _dt.datetime | None = None) -> RunDir:
-    """Create a fresh run directory and its ``peers/`` and ``content/`` folders.
+def create_fresh_dir(base: str, *, out: Path | None, runs_root: Path, what: str) -> Path:
+    """Create ``out`` (which must not exist) or ``runs_root/<base>`` (``-2``, ``-3``, …
+    appended if taken) and return it as an absolute path.
 
-    ``out`` must not exist. Otherwise ``runs_root/<name>-<YYYYmmdd-HHMMSS>``, with ``-2``,
-    ``-3``, … appended if taken; ``mkdir`` (not a check, then create) makes it race-free.
+    ``mkdir`` (not a check, then create) makes it race-free, so results are never overwritten.
+    Absolute, because every process of a run works in its run directory: a relative path would
+    name something else for it.
     """
     if out is not None:
+        out = out.absolute()
         try:
             out.parent.mkdir(parents=True, exist_ok=True)
             out.mkdir()
         except FileExistsError:
-            raise RunDirError(
-                f"{out}: already exists (a run directory is never overwritten)") from None
+            raise RunDirError(f"{out}: already exists (a {what} is never overwritten)") from None
         except OSError as exc:
             raise RunDirError(f"{out}: cannot create: {exc.strerror or exc}") from None
-        root = out
-    else:
-        stamp = (now or _dt.datetime.now()).strftime("%Y%m%d-%H%M%S")
+        return out
+    runs_root = runs_root.absolute()
+    try:
+        runs_root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunDirError(f"{runs_root}: cannot create: {exc.strerror or exc}") from None
+    for suffix in itertools.count(1):
+        root = runs_root / (base if suffix == 1 else f"{base}-{suffix}")
         try:
-            runs_root.mkdir(parents=True, exist_ok=True)
+            root.mkdir()
+            return root
+        except FileExistsError:
+            continue
         except OSError as exc:
-            raise RunDirError(f"{runs_root}: cannot create: {exc.strerror or exc}") from None
-        base = f"{name}-{stamp}"
-        suffix = 1
-        while True:
-            root = runs_root / (base if suffix == 1 else f"{base}-{suffix}")
-            try:
-                root.mkdir()
-                break
-            except FileExistsError:
-                suffix += 1
-            except OSError as exc:
-                raise RunDirError(f"{root}: cannot create: {exc.strerror or exc}") from None
+            raise RunDirError(f"{root}: cannot create: {exc.strerror or exc}") from None
+    raise AssertionError("unreachable")
+
+
+def timestamp(now: _dt.datetime | None = None) -> str:
+    return (now or _dt.datetime.now()).strftime("%Y%m%d-%H%M%S")
+
+
+def create_run_dir(name: str, *, out: Path | None = None, runs_root: Path = Path("runs"),
+                   now: _dt.datetime | None = None) -> RunDir:
+    """Create a fresh run directory (``runs_root/<name>-<YYYYmmdd-HHMMSS>`` or ``out``) and its
+    ``peers/`` and ``content/`` folders."""
+    root = create_fresh_dir(f"{name}-{timestamp(now)}", out=out, runs_root=runs_root,
+                            what="run directory")
     run = RunDir(root)
     run.peers_dir.mkdir()
     run.content_dir.mkdir()

@@ -135,12 +135,15 @@ def test_sigkilled_orchestrator_takes_its_children_with_it(tmp_path, launcher):
 
 
 def test_end_to_end_ci_small(tmp_path):
-    """The CI topology for real: every leecher completes, every piece verified by SHA-1."""
-    out = tmp_path / "run"
-    result = subprocess.run([*TESTBED, "run", str(CI_SMALL), "--out", str(out), "--quiet",
-                             "--no-analyze"], cwd=ROOT, capture_output=True, text=True,
-                            timeout=120)
+    """The CI topology for real: every leecher completes, every piece verified by SHA-1.
+
+    Run as a user would, from another directory with the default relative ``runs/``: the
+    processes of a run work inside the run directory, so relative paths must not leak to them.
+    """
+    result = subprocess.run([*TESTBED, "run", str(CI_SMALL), "--quiet", "--no-analyze"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
+    (out,) = (tmp_path / "runs").iterdir()
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "completed"
     assert summary["completed"] == summary["leechers"] == 5
