@@ -6,9 +6,11 @@
 
 Speed matters (a 100-peer run logs a million events, hundreds of MB): each log is decoded in
 one call (its lines joined into one JSON array; orjson when installed, else the standard
-library), its events grouped by kind, and each kind turned into columns at once (numpy
-``fromiter`` / ``repeat``, no per-row appends), with the garbage collector paused while millions
-of small objects are made. A ``counters`` line names only the neighbours whose counts changed
+library), the big lists of ``rechoke`` and ``counters`` lines through pandas' CSV parser (see
+``_split_lists``), two logs at a time in worker threads; its events are then grouped by kind and
+each kind turned into columns at once (numpy ``fromiter`` / ``repeat``, strings as integer
+codes, no per-row appends), with the garbage collector paused while millions of small objects
+are made. A ``counters`` line names only the neighbours whose counts changed
 (docs/log-schema.md): the counters are cumulative, so a missing entry means "no bytes in that
 interval" and nothing is lost.
 """
@@ -19,6 +21,7 @@ import gc
 import io
 import json
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from operator import itemgetter
 from pathlib import Path
@@ -36,6 +39,8 @@ except ImportError:  # pragma: no cover - depends on the environment
     from json import loads as _loads
 
 KNOWN_SCHEMAS = frozenset({1})
+DECODE_THREADS = 2
+"""Logs decoded at once, beside the main thread (see ``_decode_peer_log``)."""
 DEFAULT_COUNTERS_PERIOD = float(PeerConfig.__dataclass_fields__["counters_period"].default)
 EXTERNAL = "external"
 """The group of a peer id that ``experiment.json`` does not name (a real client)."""
@@ -109,8 +114,10 @@ def load_run(path: str | Path) -> Run:
     gc_was_enabled = gc.isenabled()
     gc.disable()  # millions of small containers: the cyclic GC would only rescan them
     try:
-        for log in logs:
-            _read_peer_log(log, acc, warnings)
+        # In file order, so that the tables do not depend on which thread finished first.
+        with ThreadPoolExecutor(max_workers=DECODE_THREADS) as pool:
+            for decoded in pool.map(_decode_peer_log, logs):
+                _read_peer_log(decoded, acc, warnings)
         tracker_rows = _read_tracker_log(root / "tracker.jsonl", warnings)
         resource_rows = _read_resources(root / "resources.jsonl", warnings)
     finally:
@@ -501,12 +508,40 @@ def _counters_period(root: Path, stem: str) -> float:
     return period if period > 0 else DEFAULT_COUNTERS_PERIOD
 
 
-def _read_peer_log(path: Path, acc: _Columns, warnings: list[str]) -> None:
+@dataclass(slots=True)
+class _Decoded:
+    """One peer log, decoded (``_decode_peer_log``), waiting to become columns."""
+
+    path: Path
+    records: list[dict[str, Any]]
+    numbers: list[int] | None
+    nbrs: pd.DataFrame | None
+    pairs: pd.DataFrame | None
+    warnings: list[str]
+
+
+def _decode_peer_log(path: Path) -> _Decoded:
+    """Read and decode one log. Runs in a worker thread: it touches nothing shared, and its
+    heaviest parts (file reads, pandas' CSV tokenizer) release the GIL, so two logs are
+    decoded while the main thread turns a third into columns."""
+    warnings: list[str] = []
     raw_lines = _read_lines(path)
     nbrs = _split_lists(raw_lines, _RECHOKE, _nbrs_frame)
     pairs = _split_lists(raw_lines, _COUNTERS, _counter_frame)
-    n_warnings = len(warnings)
     records, numbers = _records(path, warnings, raw_lines)
+    if (nbrs is not None or pairs is not None) and not (
+            _lined_up(records, "rechoke", "nbrs", nbrs) and
+            _lined_up(records, "counters", "n", pairs)):
+        # A line looked like a rechoke or counters line but was not one: the plain way.
+        warnings = []
+        nbrs = pairs = None
+        records, numbers = _records(path, warnings)
+    return _Decoded(path, records, numbers, nbrs, pairs, warnings)
+
+
+def _read_peer_log(log: _Decoded, acc: _Columns, warnings: list[str]) -> None:
+    path, records, numbers = log.path, log.records, log.numbers
+    warnings.extend(log.warnings)
     if not records:
         warnings.append(f"{path}: no events")
         return
@@ -518,15 +553,9 @@ def _read_peer_log(path: Path, acc: _Columns, warnings: list[str]) -> None:
         name = str(first.get("name") or name)
     else:
         warnings.append(f"{path}:{line1}: first event is {first.get('ev')!r}, not 'start'")
-    if not (_lined_up(records, "rechoke", "nbrs", nbrs) and
-            _lined_up(records, "counters", "n", pairs)):
-        # A line looked like a rechoke but was not one: read the file the plain way.
-        del warnings[n_warnings:]
-        _read_peer_log_plain(path, acc, warnings)
-        return
     try:
         _peer_columns(records, name, acc, _counters_period(path.parent.parent, path.stem),
-                      nbrs, pairs)
+                      log.nbrs, log.pairs)
     except (KeyError, TypeError, IndexError, AttributeError, ValueError) as exc:
         raise _locate(path, records, numbers, exc) from None
 
@@ -545,17 +574,6 @@ def _lined_up(records: list[dict[str, Any]], ev: str, key: str,
         elif r.get("ev") == ev:
             return False
     return total == len(frame)
-
-
-def _read_peer_log_plain(path: Path, acc: _Columns, warnings: list[str]) -> None:
-    records, numbers = _records(path, warnings)
-    name = str(records[0].get("name") or path.stem) if records[0].get("ev") == "start" \
-        else path.stem
-    try:
-        _peer_columns(records, name, acc, _counters_period(path.parent.parent, path.stem),
-                      None, None)
-    except (KeyError, TypeError, IndexError, AttributeError, ValueError) as exc:
-        raise _locate(path, records, numbers, exc) from None
 
 
 def _peer_columns(records: list[dict[str, Any]], name: str, acc: _Columns,
