@@ -21,7 +21,10 @@ import gc
 import io
 import json
 import math
-from concurrent.futures import ThreadPoolExecutor
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from operator import itemgetter
 from pathlib import Path
@@ -41,6 +44,10 @@ except ImportError:  # pragma: no cover - depends on the environment
 KNOWN_SCHEMAS = frozenset({1})
 DECODE_THREADS = 2
 """Logs decoded at once, beside the main thread (see ``_decode_peer_log``)."""
+PARALLEL = True
+"""Read a big run's logs in two processes (``_read_peer_logs``); False: in this one only."""
+PARALLEL_MIN_BYTES = 64 * 2**20
+"""Below this many bytes of peer logs, forking costs more than it saves."""
 DEFAULT_COUNTERS_PERIOD = float(PeerConfig.__dataclass_fields__["counters_period"].default)
 EXTERNAL = "external"
 """The group of a peer id that ``experiment.json`` does not name (a real client)."""
@@ -109,15 +116,11 @@ def load_run(path: str | Path) -> Run:
     plans = {p["name"]: p for p in experiment["peers"]}
     id_to_name = {p["peer_id"]: p["name"] for p in experiment["peers"]}
 
-    acc = _Columns()
     logs = sorted((root / "peers").glob("*.jsonl")) if (root / "peers").is_dir() else []
     gc_was_enabled = gc.isenabled()
     gc.disable()  # millions of small containers: the cyclic GC would only rescan them
     try:
-        # In file order, so that the tables do not depend on which thread finished first.
-        with ThreadPoolExecutor(max_workers=DECODE_THREADS) as pool:
-            for decoded in pool.map(_decode_peer_log, logs):
-                _read_peer_log(decoded, acc, warnings)
+        acc = _read_peer_logs(logs, warnings)
         tracker_rows = _read_tracker_log(root / "tracker.jsonl", warnings)
         resource_rows = _read_resources(root / "resources.jsonl", warnings)
     finally:
@@ -466,6 +469,30 @@ class _Columns:
         """Triggers, decisions and reasons (as codes)."""
 
 
+    def extend(self, other: _Columns) -> None:
+        """Append ``other``'s columns (read from later logs) to ours, codes translated."""
+        offset = len(self.names)
+        self.names.extend(other.names)
+        for mine, theirs in ((self.starts, other.starts), (self.completes, other.completes),
+                             (self.stops, other.stops), (self.last_t, other.last_t),
+                             (self.last_totals, other.last_totals)):
+            mine.update(theirs)  # type: ignore[attr-defined]
+        ids = self.ids.translation(other.ids)
+        labels = self.labels.translation(other.labels)
+        for table, theirs in ((self.pc, other.pc), (self.ch, other.ch), (self.tr, other.tr),
+                              (self.tot, other.tot)):
+            for column, chunks in theirs.items():
+                if column == "peer":
+                    chunks = [np.asarray(c) + offset for c in chunks]
+                elif column == "neighbour":
+                    chunks = [ids[np.asarray(c)] for c in chunks]
+                elif column in ("trigger", "decision", "reason"):
+                    chunks = [labels[np.asarray(c)] for c in chunks]
+                table[column].extend(chunks)
+        self.conn.extend(other.conn)
+        self.ann.extend(other.ann)
+
+
 class _Interner:
     """Strings -> small integer codes, so that millions of repeated strings become one int
     array and a handful of categories (a pandas category column, without hashing each row
@@ -487,13 +514,21 @@ class _Interner:
                           + [-1], dtype=np.int64)
         return cmap[column.cat.codes.to_numpy()]
 
+    def translation(self, other: _Interner) -> np.ndarray:
+        """other's codes -> ours (adding its strings); index -1 stays -1."""
+        table = self.table
+        return np.asarray([table.setdefault(c, len(table)) for c in other.table] + [-1],
+                          dtype=np.int64)
+
     def categorical(self, chunks: list[Any]) -> pd.Series:
+        """The codes as a category column of the strings they stand for: sorted, and only
+        those used (a bincount, cheaper than pandas' remove_unused_categories)."""
         codes = _joined(chunks, np.int64)
         names = list(self.table)
-        order = sorted(range(len(names)), key=names.__getitem__)
-        remap = np.empty(len(names) + 1, dtype=np.int64)
-        remap[order] = np.arange(len(names))
-        remap[-1] = -1
+        used = np.bincount(codes[codes >= 0], minlength=len(names)) > 0
+        order = sorted(np.flatnonzero(used).tolist(), key=names.__getitem__)
+        remap = np.full(len(names) + 1, -1, dtype=np.int64)
+        remap[order] = np.arange(len(order))
         return pd.Series(pd.Categorical.from_codes(remap[codes],
                                                    categories=[names[i] for i in order]))
 
@@ -506,6 +541,59 @@ def _counters_period(root: Path, stem: str) -> float:
     except (OSError, ValueError, KeyError, TypeError):
         return DEFAULT_COUNTERS_PERIOD
     return period if period > 0 else DEFAULT_COUNTERS_PERIOD
+
+
+def _read_logs_here(logs: list[Path]) -> tuple[_Columns, list[str]]:
+    """The logs' columns, read in this process (two decoding threads beside this one)."""
+    acc = _Columns()
+    warnings: list[str] = []
+    # In file order, so that the tables do not depend on which thread finished first.
+    with ThreadPoolExecutor(max_workers=DECODE_THREADS) as pool:
+        for decoded in pool.map(_decode_peer_log, logs):
+            _read_peer_log(decoded, acc, warnings)
+    return acc, warnings
+
+
+def _read_in_child(logs: list[Path]) -> tuple[_Columns, list[str]]:
+    gc.disable()  # as in the parent: the child is short-lived and makes millions of objects
+    return _read_logs_here(logs)
+
+
+def _read_peer_logs(logs: list[Path], warnings: list[str]) -> _Columns:
+    """Every peer log's columns. A big run is split in two by bytes: a forked process reads
+    the second half while this one reads the first, and the halves are joined in file order
+    (the tables are the same either way; only the time differs)."""
+    sizes = []
+    for log in logs:
+        try:
+            sizes.append(log.stat().st_size)
+        except OSError:
+            sizes.append(0)
+    total = sum(sizes)
+    if not PARALLEL or total < PARALLEL_MIN_BYTES or (os.cpu_count() or 1) < 2 or \
+            "fork" not in multiprocessing.get_all_start_methods():
+        acc, found = _read_logs_here(logs)
+        warnings.extend(found)
+        return acc
+    cut, running = len(logs), 0
+    for i, size in enumerate(sizes):
+        running += size
+        if running >= total / 2:
+            cut = i + 1
+            break
+    first, second = logs[:cut], logs[cut:]
+    context = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+        future = pool.submit(_read_in_child, second)
+        acc, found = _read_logs_here(first)
+        warnings.extend(found)
+        try:
+            other, found = future.result()
+        except BrokenProcessPool:  # the child died (e.g. out of memory): read it here
+            other, found = _read_logs_here(second)
+    warnings.extend(found)
+    acc.extend(other)
+    return acc
 
 
 @dataclass(slots=True)
@@ -895,7 +983,8 @@ def _peer_codes(acc: _Columns, chunks: list[Any]) -> pd.Series:
 def _pieces_frame(acc: _Columns, names: _IdMapper) -> pd.DataFrame:
     table = names.id_to_name
     pc = acc.pc
-    froms = [[table.get(x, x) for x in f] for chunk in pc["from"] for f in chunk]
+    get = table.get
+    froms = [list(map(get, f, f)) for chunk in pc["from"] for f in chunk]
     return pd.DataFrame({
         "t": _joined(pc["t"], float),
         "peer": _peer_codes(acc, pc["peer"]),
@@ -905,9 +994,9 @@ def _pieces_frame(acc: _Columns, names: _IdMapper) -> pd.DataFrame:
         "ok": _joined(pc["ok"], bool),
         "from": pd.Series(froms, dtype=object),
         "from_first": pd.Series([f[0] if f else None for f in froms], dtype=object),
-        "blame": pd.Series([[table.get(x, x) for x in b] for chunk in pc["blame"]
+        "blame": pd.Series([list(map(get, b, b)) if b else b for chunk in pc["blame"]
                             for b in chunk], dtype=object),
-    })
+    }, copy=False)
 
 
 def _chokes_frame(acc: _Columns, names: _IdMapper) -> pd.DataFrame:
@@ -918,8 +1007,7 @@ def _chokes_frame(acc: _Columns, names: _IdMapper) -> pd.DataFrame:
         "trigger": acc.labels.categorical(ch["trigger"]),
         "seed_state": _joined(ch["seed_state"], bool),
         "optimistic_rotated": _joined(ch["optimistic_rotated"], bool),
-        "neighbour": names.map(acc.ids.categorical(ch["neighbour"])).cat
-        .remove_unused_categories(),
+        "neighbour": names.map(acc.ids.categorical(ch["neighbour"])),
         "down_rate": _joined(ch["down_rate"], float),
         "up_rate": _joined(ch["up_rate"], float),
         "interested": _joined(ch["interested"], bool),
@@ -928,9 +1016,7 @@ def _chokes_frame(acc: _Columns, names: _IdMapper) -> pd.DataFrame:
         "decision": acc.labels.categorical(ch["decision"]),
         "reason": acc.labels.categorical(ch["reason"]),
         "rate": _joined(ch["rate"], float),
-    })
-    for col in ("trigger", "decision", "reason"):
-        frame[col] = frame[col].cat.remove_unused_categories()
+    }, copy=False)  # no consolidation: a copy of every column for nothing
     frame["until"] = _joined(ch["until"], float)
     frame["duration"] = frame["until"] - frame["t"]
     return frame
@@ -948,18 +1034,17 @@ def _transfers_frame(acc: _Columns, names: _IdMapper) -> pd.DataFrame:
         rate_down = np.where(dt > 0, d_down / dt, np.nan)
     return pd.DataFrame({
         "t": t, "t0": t0, "peer": _peer_codes(acc, tr["peer"]),
-        "neighbour": names.map(acc.ids.categorical(tr["neighbour"])).cat
-        .remove_unused_categories(),
+        "neighbour": names.map(acc.ids.categorical(tr["neighbour"])),
         "up": _joined(tr["up"], np.int64), "down": _joined(tr["down"], np.int64),
         "d_up": d_up, "d_down": d_down, "rate_up": rate_up, "rate_down": rate_down,
-    })
+    }, copy=False)
 
 
 def _totals_frame(acc: _Columns) -> pd.DataFrame:
     tot = acc.tot
     return pd.DataFrame({"t": _joined(tot["t"], float), "peer": _peer_codes(acc, tot["peer"]),
                          "up": _joined(tot["up"], np.int64),
-                         "down": _joined(tot["down"], np.int64)})
+                         "down": _joined(tot["down"], np.int64)}, copy=False)
 
 
 def _connections_frame(acc: _Columns, names: _IdMapper) -> pd.DataFrame:
