@@ -279,14 +279,32 @@ def reciprocation(run: Run, period: float | None = None) -> pd.DataFrame:
         per = np.full(len(tr), float(period))
     else:
         per = tr["peer"].map(periods).fillna(10.0).to_numpy(dtype=float)
-    frame = pd.DataFrame({"peer": tr["peer"], "neighbour": tr["neighbour"],
-                          "bin": np.floor(tr["t"].to_numpy() / per).astype(np.int64),
-                          "d_up": tr["d_up"], "d_down": tr["d_down"]})
-    g = frame.groupby(["peer", "neighbour", "bin"], sort=False)[["d_up", "d_down"]].sum()
-    g["recip"] = np.where(g["d_down"] > 0, g["d_up"], 0)
-    per_peer = g.groupby(level="peer")[["d_up", "recip"]].sum()
+    peer_codes = tr["peer"].cat.codes.to_numpy(np.int64)
+    nb_codes = tr["neighbour"].cat.codes.to_numpy(np.int64)
+    bins = np.floor(tr["t"].to_numpy(float) / per).astype(np.int64)
+    d_up = tr["d_up"].to_numpy(np.int64)
+    names = tr["peer"].cat.categories
+    if len(tr):
+        # One integer per (peer, neighbour, period): a single-key group-by, then bincounts.
+        n_nb = int(nb_codes.max()) + 1
+        bins -= bins.min()
+        n_bins = int(bins.max()) + 1
+        key = (peer_codes * n_nb + nb_codes) * n_bins + bins
+        sums = pd.DataFrame({"key": key, "d_up": d_up, "d_down": tr["d_down"].to_numpy()},
+                            copy=False).groupby("key", sort=False).sum()
+        back = sums["d_down"].to_numpy() > 0
+        owner = sums.index.to_numpy() // (n_nb * n_bins)
+        recip = np.bincount(owner, weights=np.where(back, sums["d_up"].to_numpy(), 0),
+                            minlength=len(names))
+        up = np.bincount(peer_codes, weights=d_up, minlength=len(names))
+        present = np.bincount(peer_codes, minlength=len(names)) > 0
+    else:
+        recip = up = np.zeros(len(names))
+        present = np.zeros(len(names), dtype=bool)
+    per_peer = pd.DataFrame({"up": np.rint(up).astype(np.int64),
+                             "reciprocated": np.rint(recip).astype(np.int64)},
+                            index=pd.Index(names.astype(str), name="name"))[present]
     out = run.peers[["name", "group", "role"]].set_index("name").join(per_peer, how="inner")
-    out = out.rename(columns={"d_up": "up", "recip": "reciprocated"})
     out["share"] = out["reciprocated"] / out["up"].where(out["up"] > 0)
     return out.reset_index()
 
