@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
+import resource
 import statistics
 import sys
 import tempfile
@@ -141,8 +143,16 @@ def generate(root: Path, *, peers: int, neighbours: int, duration: float, pieces
     return events
 
 
+def _cpu() -> float:
+    """CPU seconds of this process and its finished children (load_run forks one)."""
+    me, kids = (resource.getrusage(w) for w in (resource.RUSAGE_SELF,
+                                                resource.RUSAGE_CHILDREN))
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def analyse(root: Path) -> dict[str, float]:
     timings = {}
+    cpu0 = _cpu()
     t0 = time.perf_counter()
     run = load_run(root)
     timings["load_run"] = time.perf_counter() - t0
@@ -164,6 +174,8 @@ def analyse(root: Path) -> dict[str, float]:
         step()
         timings[name] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0
+    timings["cpu"] = _cpu() - cpu0
+    timings["load"] = os.getloadavg()[0]
     timings["rows"] = float(len(run.transfers) + len(run.chokes) + len(run.pieces))
     return timings
 
@@ -190,6 +202,14 @@ def main(argv: list[str] | None = None) -> int:
         values = [r[key] for r in runs]
         if key == "rows":
             print(f"  table rows (transfers+chokes+pieces): {int(values[0])}")
+            continue
+        if key == "load":
+            print(f"  host load average (1 min) after each: "
+                  f"{', '.join(f'{v:.1f}' for v in values)} on {os.cpu_count()} cores")
+            continue
+        if key == "cpu":
+            print(f"  CPU time (all processes) median {statistics.median(values):6.2f} s   "
+                  f"({', '.join(f'{v:.2f}' for v in values)})")
             continue
         print(f"  {key:<22} median {statistics.median(values):6.2f} s   "
               f"({', '.join(f'{v:.2f}' for v in values)})")
