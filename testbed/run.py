@@ -485,11 +485,18 @@ class Orchestrator:
 
     # -- stopping -----------------------------------------------------------------------------
 
-    async def _stop(self, handles: list[ProcessHandle]) -> None:
-        """SIGTERM, wait up to the grace period (cut short by a second Ctrl-C), then SIGKILL."""
+    async def _stop(self, handles: list[ProcessHandle],
+                    exiting: Sequence[ProcessHandle] = ()) -> None:
+        """SIGTERM, wait up to the grace period (cut short by a second Ctrl-C), then SIGKILL.
+
+        ``exiting`` processes already logged their ``stop`` and are on their way out: they are
+        only waited for, since a SIGTERM during interpreter shutdown (handlers reset) would
+        kill them and record a spurious crash.
+        """
+        for h in handles:
+            if h.returncode is None and h not in exiting:
+                h.terminate()
         live = [h for h in handles if h.returncode is None]
-        for h in live:
-            h.terminate()
 
         async def wait_all() -> None:
             async with trio.open_nursery() as n:
@@ -515,7 +522,9 @@ class Orchestrator:
         for p in peers:
             if p.handle is not None and p.handle.returncode is None and p.signalled is None:
                 p.signalled = "term"
-        await self._stop([p.handle for p in peers if p.handle is not None])
+        await self._stop([p.handle for p in peers if p.handle is not None],
+                         exiting=[p.handle for p in peers
+                                  if p.handle is not None and p.stop_reason is not None])
         for p in peers:
             assert p.handle is not None
             p.exit_code = p.handle.returncode

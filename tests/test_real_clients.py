@@ -355,8 +355,11 @@ def test_testbed_swarm_through_opentracker(tmp_path):
         own = start["listen"]
         assert all(r["addr"] != own for r in events(run, peer, "conn_open"))
         assert all(r["reason"] != "self" for r in events(run, peer, "conn_close"))
-    first = events(run, "seed-0", "announce")[0]
-    assert first["peers"] == 1  # just itself: opentracker includes the asker
+    # opentracker includes the asker: the k-th started announce it handles lists k peers (the
+    # earlier ones and itself), where the testbed's tracker would list k - 1.
+    firsts = sorted(events(run, peer, "announce")[0]["peers"]
+                    for peer in ("seed-0", *(f"leecher-{i}" for i in range(4))))
+    assert firsts == [1, 2, 3, 4, 5], firsts
 
 
 # --- 4. external groups with a stand-in client (no real client needed) -----------------------
