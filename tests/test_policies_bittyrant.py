@@ -5,13 +5,19 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from peer_helpers import choke_view, kinds, nbr
+from peer_helpers import choke_view, kinds
+from peer_helpers import nbr as plain_nbr
 
 from peer.config import PolicySpec
 from peer.policies.bittyrant import BitTyrant
 from peer.policy import build_choker
 
 CAP = 100_000.0  # our upload capacity, bytes/s: the default start is CAP / 5 per peer
+
+
+def nbr(peer, **fields):
+    """A neighbour that is interested in us and has pieces we want, unless told otherwise."""
+    return plain_nbr(peer, **{"am_interested": True, **fields})
 
 
 def view(neighbours, *, now=0.0, cap=CAP, **kw):
@@ -135,3 +141,21 @@ def test_parameters_from_a_topology():
         "raise_factor": 0.5, "cut_factor": 0.2, "rounds": 2}), seed=0)
     first = tyrant.rechoke(view([nbr("s")]))["s"].rate
     assert tyrant.rechoke(view([nbr("s")], now=10.0))["s"].rate == pytest.approx(first * 1.5)
+
+
+def test_a_peer_that_unchokes_us_but_sends_nothing_measures_zero_and_drops():
+    tyrant = BitTyrant(initial_rate=CAP / 2)  # room for two
+    first = tyrant.rechoke(view([nbr("mute"), nbr("a"), nbr("b")]))
+    assert unchoked(first) == {"mute", "a"}  # equal ratios: neighbour order
+    decisions = tyrant.rechoke(view([nbr("mute", choking_us=False), nbr("a"), nbr("b")],
+                                    now=10.0))
+    assert tyrant.estimates["mute"].d == 0.0 and tyrant.estimates["mute"].measured
+    assert unchoked(decisions) == {"a", "b"}
+
+
+def test_neighbours_with_nothing_we_want_rank_last():
+    tyrant = BitTyrant(initial_rate=CAP / 2)  # room for two
+    neighbours = [nbr("useless", am_interested=False), nbr("a"), nbr("b")]
+    decisions = tyrant.rechoke(view(neighbours))
+    assert unchoked(decisions) == {"a", "b"}
+    assert decisions["useless"].reason == "over budget"

@@ -8,7 +8,8 @@ while the sum of their u_p fits within its upload capacity, and caps its upload 
 (``Decision.rate``). No optimistic unchokes. After each round:
 
 - p unchoked by us that did not reciprocate (kept choking us and sent nothing): u_p *= 1 + raise;
-- p that reciprocated: d_p = the rate it actually sent us over the round; after ``rounds``
+- p that reciprocated: d_p = the rate it actually sent us over the round (0 if it unchoked us
+  but sent nothing we asked for); after ``rounds``
   consecutive reciprocated rounds, u_p *= 1 - cut (probe for the smallest rate that still works).
 
 Constants (paper: 20 % raise, 10 % cut, 3 rounds) are marked unchecked in RESEARCH.md, as is the
@@ -17,7 +18,9 @@ announces pieces (its download rate ≈ its upload capacity / its active set siz
 at the reference client's equal-split rate. The node's snapshot carries neither the
 have-announcement rate nor the neighbour's capacity, so here both start at an equal split of our
 own capacity over ``regular_slots + optimistic_slots`` ("peers are like us"), and d_p is replaced
-by a measured rate as soon as p sends anything. See docs/policies.md.
+by a measured rate as soon as p sends anything or unchokes us. A neighbour that has nothing we
+want (we are not interested in it) ranks last: d_p is what we could download from it, now.
+See docs/policies.md.
 """
 
 from __future__ import annotations
@@ -102,7 +105,9 @@ class BitTyrant:
                 est = self.estimates[n.peer] = _Estimate(d=init, u=init)
             received = n.down_total - self.last_down.get(n.peer, n.down_total)
             self.last_down[n.peer] = n.down_total
-            if received > 0 and elapsed:
+            # d_p <- the rate observed while p unchoked us (paper); a peer that unchoked us and
+            # sent nothing although we wanted its pieces measured 0, not "unknown".
+            if elapsed and (received > 0 or (not n.choking_us and n.am_interested)):
                 est.d, est.measured = received / elapsed, True
             if n.peer not in self.unchoked:
                 continue  # u_p only moves for peers we actually paid last round
@@ -153,4 +158,6 @@ class BitTyrant:
 
     def _ratio(self, n: NeighbourView) -> float:
         est = self.estimates[n.peer]
+        if not n.am_interested:
+            return 0.0  # it has nothing we want: nothing to expect from it, whatever we pay
         return est.d / est.u if est.u > 0 else 0.0
