@@ -147,7 +147,8 @@ def test_a_peer_that_unchokes_us_but_sends_nothing_measures_zero_and_drops():
     tyrant = BitTyrant(initial_rate=CAP / 2)  # room for two
     first = tyrant.rechoke(view([nbr("mute"), nbr("a"), nbr("b")]))
     assert unchoked(first) == {"mute", "a"}  # equal ratios: neighbour order
-    decisions = tyrant.rechoke(view([nbr("mute", choking_us=False), nbr("a"), nbr("b")],
+    decisions = tyrant.rechoke(view([nbr("mute", choking_us=False),
+                                     nbr("a", choking_us=False, down_total=500_000), nbr("b")],
                                     now=10.0))
     assert tyrant.estimates["mute"].d == 0.0 and tyrant.estimates["mute"].measured
     assert unchoked(decisions) == {"a", "b"}
