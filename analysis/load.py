@@ -7,7 +7,8 @@
 Speed matters (a 100-peer run logs a million events, hundreds of MB): each log is decoded in
 one call (its lines joined into one JSON array; orjson when installed, else the standard
 library), the big lists of ``rechoke`` and ``counters`` lines through pandas' CSV parser (see
-``_split_lists``), two logs at a time in worker threads; its events are then grouped by kind and
+``_split_lists``), two logs at a time in worker threads (and a big run's second half of logs in
+a forked process: ``_read_peer_logs``); its events are then grouped by kind and
 each kind turned into columns at once (numpy ``fromiter`` / ``repeat``, strings as integer
 codes, no per-row appends), with the garbage collector paused while millions of small objects
 are made. A ``counters`` line names only the neighbours whose counts changed

@@ -363,6 +363,36 @@ def test_fast_and_plain_reading_agree(tmp_path, monkeypatch, tail):
     assert len(fast.transfers) == 8 and bool(tail) == bool(fast.warnings)
 
 
+def test_two_process_reading_gives_the_same_tables(tmp_path, monkeypatch):
+    import analysis.load as load_module
+
+    # Logs whose halves use different neighbours, decisions and reasons, so that joining the
+    # child's half must translate its codes.
+    root = small_swarm(tmp_path)
+    clustering = clustering_run(tmp_path)
+    plans = fast_path_plans()
+    reference_fast = load_run(make_run(tmp_path / "fp", plans, fast_path_logs(plans)))
+    pools = []
+    real_pool = load_module.ProcessPoolExecutor
+
+    def counting_pool(*args, **kwargs):
+        pools.append(1)
+        return real_pool(*args, **kwargs)
+
+    monkeypatch.setattr(load_module, "ProcessPoolExecutor", counting_pool)
+    for path in (root, clustering.path, reference_fast.path):
+        monkeypatch.setattr(load_module, "PARALLEL", False)
+        one = load_run(path)
+        monkeypatch.setattr(load_module, "PARALLEL", True)
+        monkeypatch.setattr(load_module, "PARALLEL_MIN_BYTES", 0)
+        two = load_run(path)
+        assert_same_run(one, two)
+        for name in ("chokes", "transfers"):
+            frame = getattr(two, name)
+            assert frame["neighbour"].isin(two.peers["name"]).all()
+    assert len(pools) == 3  # the child process did read half of each run
+
+
 def test_unusual_lists_fall_back_to_plain_json(tmp_path):
     # Keys in another order, spaces, escapes: the plain decoder reads them the same.
     plans = fast_path_plans()
