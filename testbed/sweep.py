@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import datetime as _dt
 import io
 import itertools
 import json
@@ -417,38 +416,12 @@ def write_table(sweep_dir: Path, header: Mapping[str, Any], rows: Sequence[Mappi
 
 
 def create_sweep_dir(name: str, *, out: Path | None, runs_root: Path) -> Path:
-    """``out`` (must not exist) or ``runs_root/<name>-sweep-<YYYYmmdd-HHMMSS>[-k]``, made
-    absolute: the processes of a run work in their run directory, so a relative path would
-    name something else for them."""
-    from testbed.rundir import RunDirError
+    """``out`` (must not exist) or ``runs_root/<name>-sweep-<YYYYmmdd-HHMMSS>[-k]``, absolute
+    (testbed.rundir.create_fresh_dir, as for run directories)."""
+    from testbed.rundir import create_fresh_dir, timestamp
 
-    out = out.absolute() if out is not None else None
-    runs_root = runs_root.absolute()
-
-    if out is not None:
-        try:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.mkdir()
-        except FileExistsError:
-            raise RunDirError(f"{out}: already exists (a sweep is never overwritten)") from None
-        except OSError as exc:
-            raise RunDirError(f"{out}: cannot create: {exc.strerror or exc}") from None
-        return out
-    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    try:
-        runs_root.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise RunDirError(f"{runs_root}: cannot create: {exc.strerror or exc}") from None
-    for k in itertools.count(1):
-        root = runs_root / (f"{name}-sweep-{stamp}" + ("" if k == 1 else f"-{k}"))
-        try:
-            root.mkdir()
-            return root
-        except FileExistsError:
-            continue
-        except OSError as exc:
-            raise RunDirError(f"{root}: cannot create: {exc.strerror or exc}") from None
-    raise AssertionError("unreachable")
+    return create_fresh_dir(f"{name}-sweep-{timestamp()}", out=out, runs_root=runs_root,
+                            what="sweep")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
