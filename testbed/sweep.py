@@ -416,8 +416,7 @@ def write_table(sweep_dir: Path, header: Mapping[str, Any], rows: Sequence[Mappi
 
 
 def create_sweep_dir(name: str, *, out: Path | None, runs_root: Path) -> Path:
-    """``out`` (must not exist) or ``runs_root/<name>-sweep-<YYYYmmdd-HHMMSS>[-k]``, absolute
-    (testbed.rundir.create_fresh_dir, as for run directories)."""
+    """``out`` (must not exist) or ``runs_root/<name>-sweep-<YYYYmmdd-HHMMSS>[-k]``, absolute."""
     from testbed.rundir import create_fresh_dir, timestamp
 
     return create_fresh_dir(f"{name}-sweep-{timestamp()}", out=out, runs_root=runs_root,
