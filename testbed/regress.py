@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from peer.errors import TestbedError
-from testbed.topology import TopologyError
+from testbed.topology import TopologyError, read_text_file
 
 RESULTS_SCHEMA = 1
 RESULTS_FILE = "results.json"
@@ -609,18 +609,8 @@ def parse_expectations(text: str, *, file: str = "<expectations>",
 
 def load_expectations(path: Path) -> Expectations:
     """Read and check an expectations file; raises ``ExpectationsError`` naming file, key, line."""
-    file = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ExpectationsError("no such file", file=file) from None
-    except IsADirectoryError:
-        raise ExpectationsError("is a directory, not an expectations file", file=file) from None
-    except OSError as exc:
-        raise ExpectationsError(f"cannot read: {exc.strerror}", file=file) from None
-    except UnicodeDecodeError as exc:
-        raise ExpectationsError(f"not UTF-8 text (byte {exc.start})", file=file) from None
-    return parse_expectations(text, file=file, base_dir=Path(path).parent)
+    text = read_text_file(path, "an expectations file", ExpectationsError)
+    return parse_expectations(text, file=str(path), base_dir=Path(path).parent)
 
 
 # ---------------------------------------------------------------------------------------------

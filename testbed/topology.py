@@ -169,20 +169,26 @@ class Topology:
 # Public entry points
 
 
-def load_topology(path: str | Path) -> Topology:
-    """Read and check a topology file; raises ``TopologyError`` naming the file, key and line."""
+def read_text_file(path: str | Path, what: str,
+                   error: type[TopologyError] = TopologyError) -> str:
+    """The text of a YAML input file, or ``error`` naming the file and what is wrong."""
     file = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        return Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise TopologyError("no such file", file=file) from None
+        raise error("no such file", file=file) from None
     except IsADirectoryError:
-        raise TopologyError("is a directory, not a topology file", file=file) from None
+        raise error(f"is a directory, not {what}", file=file) from None
     except OSError as exc:
-        raise TopologyError(f"cannot read: {exc.strerror}", file=file) from None
+        raise error(f"cannot read: {exc.strerror}", file=file) from None
     except UnicodeDecodeError as exc:
-        raise TopologyError(f"not UTF-8 text (byte {exc.start})", file=file) from None
-    return parse_topology(text, file=file, default_name=Path(path).stem)
+        raise error(f"not UTF-8 text (byte {exc.start})", file=file) from None
+
+
+def load_topology(path: str | Path) -> Topology:
+    """Read and check a topology file; raises ``TopologyError`` naming the file, key and line."""
+    text = read_text_file(path, "a topology file")
+    return parse_topology(text, file=str(path), default_name=Path(path).stem)
 
 
 def parse_topology(text: str, *, file: str = "<topology>",
