@@ -863,6 +863,8 @@ class Node:
                          "choking_us": nview.choking_us, "snubbed": nview.snubbed,
                          "decision": decision.kind, "reason": decision.reason,
                          "rate": decision.rate})
+        if trigger != "timer" and not nbrs:
+            return  # a triggered rechoke that changed nothing: not a decision worth a line
         self.log.emit("rechoke", round=self.rechoke_round, trigger=trigger,
                       seed=self.pieces.complete, optimistic_rotated=optimistic_rotated, nbrs=nbrs)
         self.rechoke_round += 1
