@@ -11,7 +11,7 @@ import argparse
 import os
 import sys
 
-from peer.config import PeerConfig, PolicySpec, RateLimit
+from peer.config import PeerConfig, PolicySpec, ProtocolSettings, RateLimit
 from peer.errors import TestbedError
 from peer.units import parse_rate
 
@@ -34,6 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--picker", default="rarest_first")
     parser.add_argument("--seed", type=int, default=0, help="random seed of this peer")
     parser.add_argument("--leave-after-complete", type=float, default=None)
+    parser.add_argument("--unchoke-when-free", action="store_true",
+                        help="unchoke a newly interested neighbour at once while a regular "
+                             "slot is free, instead of at the next 10 s rechoke")
     return parser
 
 
@@ -51,7 +54,8 @@ def config_from_args(args: argparse.Namespace) -> PeerConfig:
         content=args.content, tracker=args.tracker, listen_host=args.host, listen_port=args.port,
         seed=args.seed, upload=RateLimit(rate=upload), download=RateLimit(rate=download),
         choker=PolicySpec(name=args.choker), picker=PolicySpec(name=args.picker),
-        leave_after_complete=args.leave_after_complete)
+        leave_after_complete=args.leave_after_complete,
+        protocol=ProtocolSettings(unchoke_when_free=args.unchoke_when_free))
     config.validate()
     return config
 
