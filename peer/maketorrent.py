@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
+from peer.cli import OneLineParser, fail
 from peer.content import MIN_PIECE_LENGTH, valid_piece_length
 from peer.errors import TestbedError
 from peer.metainfo import (
@@ -27,16 +28,8 @@ from peer.units import format_size, parse_size
 PROG = "python -m peer.maketorrent"
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        # One line, no usage block: the house rule for every CLI.
-        self.exit(2, f"{PROG}: error: {message} (see --help)\n")
-
-
 def _fail(message: str) -> NoReturn:
-    """A bad input found after parsing: one line, exit status 2."""
-    sys.stderr.write(f"{PROG}: error: {message}\n")
-    sys.exit(2)
+    fail(PROG, message)
 
 
 def _size(text: str) -> int:
@@ -65,7 +58,7 @@ def _seed(text: str) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog=PROG, description=__doc__.split("\n\n")[0])
+    parser = OneLineParser(prog=PROG, description=__doc__.split("\n\n")[0])
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--size", type=_size, help="synthetic content of this size (16MiB)")
     source.add_argument("--from-file", type=Path, metavar="FILE",

@@ -47,6 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
+from peer.cli import fail
 from peer.config import RateLimit
 from peer.errors import ConfigError, TestbedError
 from peer.eventlog import SCHEMA_VERSION, EventLog, RunClock
@@ -448,8 +449,7 @@ PROG = "python -m testbed.external"
 
 
 def _fail(message: str) -> NoReturn:
-    sys.stderr.write(f"{PROG}: error: {message}\n")
-    sys.exit(2)
+    fail(PROG, message)
 
 
 def main(argv: list[str] | None = None) -> int:

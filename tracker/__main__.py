@@ -20,6 +20,7 @@ from typing import NoReturn
 
 # trio, h11 and the server are imported only once the arguments are good, so --help and
 # argument errors answer at once.
+from peer.cli import OneLineParser, fail
 from peer.errors import TestbedError
 from peer.eventlog import EventLog, RunClock
 from tracker.swarm import DEFAULT_INTERVAL, Swarm
@@ -27,15 +28,8 @@ from tracker.swarm import DEFAULT_INTERVAL, Swarm
 PROG = "python -m tracker"
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        # One line, no usage block: the house rule for every CLI.
-        self.exit(2, f"{PROG}: error: {message} (see --help)\n")
-
-
 def _fail(message: str) -> NoReturn:
-    sys.stderr.write(f"{PROG}: error: {message}\n")
-    sys.exit(2)
+    fail(PROG, message)
 
 
 def _info_hash(text: str) -> bytes:
@@ -81,7 +75,7 @@ def _seed(text: str) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog=PROG, description=__doc__.split("\n\n")[0])
+    parser = OneLineParser(prog=PROG, description=__doc__.split("\n\n")[0])
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
     parser.add_argument("--port", type=_port, default=0, help="port; 0 picks a free one (0)")
     parser.add_argument("--port-file", type=Path, metavar="PATH",

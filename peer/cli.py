@@ -1,0 +1,24 @@
+"""The house rule for every command line: a user's mistake is one line and exit status 2.
+
+Shared by ``python -m peer.maketorrent``, ``python -m tracker`` and
+``python -m testbed.external`` (light: argparse and sys only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import NoReturn
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad argument prints one line (no usage block) and exits with 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def fail(prog: str, message: str) -> NoReturn:
+    """A bad input found after parsing: one line on stderr, exit status 2."""
+    sys.stderr.write(f"{prog}: error: {message}\n")
+    sys.exit(2)
