@@ -109,3 +109,26 @@ def make_run(root: Path, plans: list[PeerPlan], logs: dict[str, list[dict[str, A
     if summary is not None:
         (root / "summary.json").write_text(json.dumps(summary))
     return root
+
+
+def small_swarm_plans() -> list[PeerPlan]:
+    """Seed s (100 B/s); a, b (group fast, up 200 B/s); c (group slow, up 50 B/s, arrives at 2).
+    Downloads 1000 B/s; a 400-byte file in 4 pieces of 100."""
+    return [plan("s", 0, group="seed", role="seed", up=100),
+            plan("a", 1, group="fast", up=200, down=1000),
+            plan("b", 2, group="fast", up=200, down=1000),
+            plan("c", 3, group="slow", up=50, down=1000, arrival=2.0)]
+
+
+def small_swarm_leecher_logs(a: PeerPlan, b: PeerPlan,
+                             c: PeerPlan) -> dict[str, list[dict[str, Any]]]:
+    """a completes at 5 (T = 5), b at 7 (T = 7), c at 12 (T = 10); all stop at 20 with
+    up/down a 300/400, b 200/400, c 100/400."""
+    return {
+        "a": [start(a), *[piece(2 + i, i, [0]) for i in range(4)], complete(5, 400, 5),
+              stop(20, 300, 400)],
+        "b": [start(b), *[piece(4 + i, i, [0, 1]) for i in range(4)], complete(7, 400, 7),
+              stop(20, 200, 400)],
+        "c": [start(c, 2.0), *[piece(9 + i, i, [1]) for i in range(4)], complete(12, 400, 10),
+              stop(20, 100, 400)],
+    }

@@ -16,6 +16,8 @@ from analysis_fixtures import (
     piece,
     plan,
     rechoke,
+    small_swarm_leecher_logs,
+    small_swarm_plans,
     start,
     stop,
 )
@@ -31,19 +33,11 @@ from peer.errors import TestbedError
 
 
 def small_swarm(tmp_path):
-    s = plan("s", 0, group="seed", role="seed", up=100)
-    a = plan("a", 1, group="fast", up=200, down=1000)
-    b = plan("b", 2, group="fast", up=200, down=1000)
-    c = plan("c", 3, group="slow", up=50, down=1000, arrival=2.0)
+    s, a, b, c = small_swarm_plans()
     logs = {
         "s": [start(s), counters(1, {1: (100, 0)}), counters(2, {1: (200, 0), 2: (100, 0)}),
               counters(3, {1: (400, 0), 2: (200, 0)}), stop(20, 600, 0)],
-        "a": [start(a), *[piece(2 + i, i, [0]) for i in range(4)], complete(5, 400, 5),
-              stop(20, 300, 400)],
-        "b": [start(b), *[piece(4 + i, i, [0, 1]) for i in range(4)], complete(7, 400, 7),
-              stop(20, 200, 400)],
-        "c": [start(c, 2.0), *[piece(9 + i, i, [1]) for i in range(4)], complete(12, 400, 10),
-              stop(20, 100, 400)],
+        **small_swarm_leecher_logs(a, b, c),
     }
     summary = {"schema": 1, "status": "completed",
                "cpu": {"host_mean": 40.0, "host_p95": 95.0, "saturated_seconds": 8,

@@ -11,7 +11,13 @@ import random
 from pathlib import Path
 
 import pytest
-from analysis_fixtures import complete, make_run, piece, plan, start, stop
+from analysis_fixtures import (
+    make_run,
+    small_swarm_leecher_logs,
+    small_swarm_plans,
+    start,
+    stop,
+)
 
 from testbed import regress
 from testbed.cli import main
@@ -240,19 +246,8 @@ def test_shipped_ci_expectations_are_valid():
 def two_group_run(tmp_path: Path) -> Path:
     """Seed s; a, b (group fast) complete at T = 5, 7; c (slow, arrives at 2) at T = 10.
     Bytes up/down: a 300/400, b 200/400, c 100/400."""
-    s = plan("s", 0, group="seed", role="seed", up=100)
-    a = plan("a", 1, group="fast", up=200, down=1000)
-    b = plan("b", 2, group="fast", up=200, down=1000)
-    c = plan("c", 3, group="slow", up=50, down=1000, arrival=2.0)
-    logs = {
-        "s": [start(s), stop(20, 600, 0)],
-        "a": [start(a), *[piece(2 + i, i, [0]) for i in range(4)], complete(5, 400, 5),
-              stop(20, 300, 400)],
-        "b": [start(b), *[piece(4 + i, i, [0, 1]) for i in range(4)], complete(7, 400, 7),
-              stop(20, 200, 400)],
-        "c": [start(c, 2.0), *[piece(9 + i, i, [1]) for i in range(4)], complete(12, 400, 10),
-              stop(20, 100, 400)],
-    }
+    s, a, b, c = small_swarm_plans()
+    logs = {"s": [start(s), stop(20, 600, 0)], **small_swarm_leecher_logs(a, b, c)}
     summary = {"schema": 1, "status": "completed",
                "cpu": {"host_mean": 97.0, "saturated": True, "warning": "saturated"}}
     return make_run(tmp_path / "run", [s, a, b, c], logs, summary=summary)
