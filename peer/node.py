@@ -801,7 +801,7 @@ class Node:
                                              have_count=pieces.have_count,
                                              num_pieces=pieces.num_pieces))
 
-        requests = pieces.next_requests(conn, conn.remote_has, wanted, set(conn.outstanding),
+        requests = pieces.next_requests(conn, conn.remote_has, wanted, conn.outstanding,
                                         pick, now)
         if not requests:
             return

@@ -13,7 +13,7 @@ too; the node cancels the duplicates when the first copy arrives.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Container, Hashable, Sequence
 from dataclasses import dataclass, field
 
 from peer.config import BLOCK_SIZE
@@ -105,7 +105,8 @@ class PieceState:
         return self.unstarted == 0 and self.free_in_active == 0 and not self.complete
 
     def next_requests(self, requester: Hashable, remote_has: Sequence[int], count: int,
-                      outstanding: set[tuple[int, int]], pick: Callable[[list[int]], int | None],
+                      outstanding: Container[tuple[int, int]],
+                      pick: Callable[[list[int]], int | None],
                       now: float) -> list[tuple[int, int, int]]:
         """Up to ``count`` blocks to request from ``requester``, marked as requested from it.
 
