@@ -851,7 +851,7 @@ class Node:
                          we_are_seed=self.pieces.complete, neighbours=views, settings=settings,
                          upload_capacity=self.config.upload.rate)
         decisions = self.choker.rechoke(view)
-        optimistic_rotated = any("rotated" in d.reason for d in decisions.values())
+        optimistic_rotated = any(d.rotated for d in decisions.values())
         nbrs = []
         for conn, nview in zip(conns, views, strict=True):
             decision = decisions.get(conn.peer, Decision("choke", "no decision"))

@@ -1,11 +1,13 @@
-"""Built-in incentive strategies beyond tit-for-tat, one module each; docs/policies.md is the guide.
+"""The built-in incentive policies, one module each; docs/policies.md is the guide.
 
-Each module holds plain objects with the ``Choker`` interface of peer/policy.py (no I/O, no
-clock): ``free_rider``, ``altruist``, ``bittyrant`` (Piatek et al., NSDI 2007) and ``propshare``
-(Levin et al., SIGCOMM 2008). ``examples`` holds the worked example of the guide. They are
-registered by name in ``peer.policy.CHOKERS``.
+Plain objects with the ``Choker`` or ``PiecePicker`` interface of peer/policy_types.py (no I/O,
+no clock): ``tit_for_tat`` (the default choker), ``pickers`` (rarest first, random,
+sequential), ``free_rider``, ``altruist``, ``bittyrant`` (Piatek et al., NSDI 2007) and
+``propshare`` (Levin et al., SIGCOMM 2008). ``examples`` holds the worked example of the guide.
+They are registered by name in ``peer.policy.CHOKERS`` and ``PICKERS``.
+
+A registered policy module imports its types from ``peer.policy_types``, never from
+``peer.policy``: the registry imports it, so that would be an import cycle. A policy named as
+``module:Class`` (``examples``, a researcher's own) is imported after the registry, so it may
+import from ``peer.policy`` as the guide does.
 """
-
-# Import the interface module first: peer.policy imports these modules to register them, and
-# they import its types, so whichever side is imported first the types exist before use.
-import peer.policy  # noqa: F401

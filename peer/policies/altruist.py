@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from peer.policy import ChokeView, Decision, NeighbourView
+from peer.policy_types import ChokeView, Decision, NeighbourView
 
 
 @dataclass(slots=True)

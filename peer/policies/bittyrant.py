@@ -27,7 +27,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from peer.policy import ChokeView, Decision, NeighbourView, TitForTat
+from peer.policies.tit_for_tat import TitForTat
+from peer.policy_types import ChokeView, Decision, NeighbourView
 
 # The paper's constants (unchecked: see module docstring).
 RAISE = 0.2

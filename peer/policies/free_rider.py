@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from peer.policy import ChokeView, Decision
+from peer.policy_types import ChokeView, Decision
 
 
 @dataclass(slots=True)

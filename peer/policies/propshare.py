@@ -14,7 +14,8 @@ import random
 from dataclasses import dataclass, field
 
 from peer.errors import ConfigError
-from peer.policy import ChokeView, Decision, TitForTat
+from peer.policies.tit_for_tat import TitForTat
+from peer.policy_types import ChokeView, Decision, NeighbourView
 
 
 @dataclass(slots=True)
@@ -92,7 +93,7 @@ class PropShare:
             opt_slots = s.optimistic_slots or 1
         pool = [n for n in interested if n.peer not in decisions]
         newcomer_age = 3 * s.rechoke_period
-        chosen_opt = []
+        chosen_opt: list[NeighbourView] = []
         while pool and len(chosen_opt) < opt_slots and self.optimistic_share > 0:
             weights = [3 if view.now - n.connected_at < newcomer_age else 1 for n in pool]
             pick = self.rng.choices(pool, weights=weights)[0]
@@ -100,7 +101,8 @@ class PropShare:
             chosen_opt.append(pick)
         for n in chosen_opt:
             rate = None if cap is None else self.optimistic_share * cap / len(chosen_opt)
-            decisions[n.peer] = Decision("optimistic", "optimistic unchoke (rotated)", rate)
+            decisions[n.peer] = Decision("optimistic", "optimistic unchoke (rotated)", rate,
+                                        rotated=True)
 
         for n in view.neighbours:
             if n.peer not in decisions:

@@ -1,0 +1,95 @@
+"""The interface between the node and its incentive policies: the snapshots a policy decides on,
+the decisions it returns, and the two Protocols (``Choker``, ``PiecePicker``).
+
+Policies (``peer.policies``) import these types from here; ``peer.policy`` re-exports them with
+the registries, so ``from peer.policy import ChokeView, Decision`` keeps working. See
+docs/policies.md for the guide.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol, runtime_checkable
+
+from peer.config import ProtocolSettings
+
+DecisionKind = Literal["regular", "optimistic", "choke"]
+RechokeTrigger = Literal["timer", "interest", "disconnect"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NeighbourView:
+    """One neighbour as the choker sees it at a rechoke."""
+
+    peer: str
+    """The neighbour's peer id as text (peer.eventlog.peer_id_text)."""
+    interested: bool
+    """It is interested in us: only interested neighbours can use an unchoke."""
+    am_interested: bool
+    choking_us: bool
+    am_choking: bool
+    down_rate: float
+    """Bytes/s it sent us over the rate window: tit-for-tat ranks by this."""
+    up_rate: float
+    """Bytes/s we sent it over the rate window: a seed ranks by this."""
+    down_total: int
+    up_total: int
+    snubbed: bool
+    is_seed: bool
+    connected_at: float
+    last_unchoked: float | None = None
+    """When we last unchoked it (None: never); round-robin seeding uses it."""
+    current: DecisionKind = "choke"
+    """The decision in force for it before this rechoke."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChokeView:
+    """The snapshot a choker decides on."""
+
+    now: float
+    round: int
+    trigger: RechokeTrigger
+    """``timer``: the periodic rechoke; the others come only with ``unchoke_when_free``."""
+    we_are_seed: bool
+    neighbours: tuple[NeighbourView, ...]
+    settings: ProtocolSettings
+    upload_capacity: float | None
+    """Our upload cap in bytes/s (None: unlimited); strategic policies size slots with it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    kind: DecisionKind
+    reason: str
+    rate: float | None = None
+    """An upload cap in bytes/s towards this neighbour alone, under the peer's own cap (None:
+    only the shared cap applies). Strategic policies (BitTyrant's u_p, PropShare's shares)
+    allocate upload capacity with it."""
+    rotated: bool = False
+    """This optimistic unchoke is a new choice (a rotation), not one kept from the last round:
+    the rechoke log's ``optimistic_rotated`` is set when any decision says so."""
+
+
+@runtime_checkable
+class Choker(Protocol):
+    def rechoke(self, view: ChokeView) -> dict[str, Decision]: ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PickView:
+    """The snapshot a piece picker decides on, for one neighbour that has unchoked us."""
+
+    now: float
+    candidates: Sequence[int]
+    """Pieces this neighbour has, we lack, and nobody is downloading yet."""
+    availability: Sequence[int]
+    """Copies of each piece among our neighbours (index = piece)."""
+    have_count: int
+    num_pieces: int
+
+
+@runtime_checkable
+class PiecePicker(Protocol):
+    def pick(self, view: PickView) -> int | None: ...
