@@ -171,7 +171,7 @@ class PeerConfig:
     def from_json(cls, data: Any, source: str = "config") -> PeerConfig:
         """Build and validate a config from parsed JSON; errors name the source and key."""
         try:
-            config = _build(cls, data, "")
+            config: PeerConfig = _build(cls, data, "")
             config.validate()
         except ConfigError as exc:
             raise ConfigError(str(exc), path=source) from None

@@ -468,7 +468,7 @@ _NAMES: Final = {
     NOT_INTERESTED: "NotInterested", HAVE: "Have", BITFIELD: "Bitfield", REQUEST: "Request",
     PIECE: "Piece", CANCEL: "Cancel", PORT: "Port",
 }
-_SIMPLE: Final = {CHOKE: _CHOKE, UNCHOKE: _UNCHOKE, INTERESTED: _INTERESTED,
+_SIMPLE: Final[dict[int, Message]] = {CHOKE: _CHOKE, UNCHOKE: _UNCHOKE, INTERESTED: _INTERESTED,
                   NOT_INTERESTED: _NOT_INTERESTED}
 _MAX_PIECE_LENGTH: Final = 9 + BLOCK_SIZE
 
