@@ -1,4 +1,4 @@
-"""The metrics of /work/shared/RESEARCH.md, each a small function of a ``Run``.
+"""The metrics of docs/analysis.md, each a small function of a ``Run``.
 
 Notation: T_i completion time of peer i from its arrival, U_i / D_i payload bytes it uploaded /
 downloaded, C_i its upload capacity (bytes/s), τ_i its time in the swarm (from its ``start``
@@ -466,6 +466,40 @@ def utilisation_by_group(run: Run) -> pd.DataFrame:
     return g
 
 
+def _sent_and_budget(run: Run, grid: np.ndarray) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """The finite-capacity peers (``utilisation`` rows), and two (grid × peer) arrays: bytes
+    each sent in (grid[k−1], grid[k]] and its capacity × time present in that interval.
+
+    Bytes come from the ``counters`` totals (run.totals), credited at each sample's time;
+    presence runs from its start to its leave, and to the run's end at most.
+    """
+    u = utilisation(run)
+    u = u[u["capacity"].notna()].reset_index(drop=True)
+    pres = presence(run).set_index("name")
+    tot = run.totals
+    sent = np.zeros((len(grid), len(u)))
+    budget = np.zeros((len(grid), len(u)))
+    lo = np.concatenate([[-np.inf], grid[:-1]])
+    hi = np.minimum(grid, run.end)
+    for j, (name, cap) in enumerate(zip(u["name"], u["capacity"], strict=True)):
+        t_i = tot.loc[tot["peer"] == name]
+        cum = np.concatenate([[0], t_i["up"].to_numpy(float)])
+        pos = np.searchsorted(t_i["t"].to_numpy(float), grid, side="right")
+        sent[:, j] = np.diff(cum[pos], prepend=0.0)
+        join, leave = pres.loc[name, "join"], pres.loc[name, "leave"]
+        if math.isnan(join):
+            continue
+        if math.isnan(leave) or leave >= run.end:
+            leave = math.inf
+        budget[:, j] = cap * np.clip(np.minimum(hi, leave) - np.maximum(lo, join), 0, None)
+    return u, sent, budget
+
+
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(den > 0, num / den, np.nan)
+
+
 def utilisation_over_time(run: Run, step: float | None = None, *,
                           by: str = "group") -> pd.DataFrame:
     """Upload utilisation per interval (t − step, t]: bytes sent / (C · time present).
@@ -475,32 +509,42 @@ def utilisation_over_time(run: Run, step: float | None = None, *,
     credited at each sample's time. Index: t (interval end). The first row (t = 0) is NaN.
     """
     grid = time_grid(run, step)
-    u = utilisation(run)
-    u = u[u["capacity"].notna()]
-    pres = presence(run).set_index("name")
-    tot = run.totals
-    sent, budget = {}, {}
-    lo = np.concatenate([[-np.inf], grid[:-1]])
-    for name, cap in zip(u["name"], u["capacity"], strict=True):
-        t_i = tot.loc[tot["peer"] == name]
-        cum = np.concatenate([[0], t_i["up"].to_numpy(float)])
-        pos = np.searchsorted(t_i["t"].to_numpy(float), grid, side="right")
-        at = cum[pos]
-        sent[name] = np.diff(at, prepend=0.0)
-        join, leave = pres.loc[name, "join"], pres.loc[name, "leave"]
-        if math.isnan(join):
-            budget[name] = np.zeros(len(grid))
-            continue
-        if math.isnan(leave) or leave >= run.end:
-            leave = math.inf
-        overlap = np.clip(np.minimum(grid, leave) - np.maximum(lo, join), 0, None)
-        budget[name] = cap * overlap
-    keys = u["name"].tolist() if by == "peer" else sorted(set(u["group"]))
+    u, sent, budget = _sent_and_budget(run, grid)
+    keys = u["name"] if by == "peer" else u["group"]
     out = {}
-    for key in keys:
-        members = [key] if by == "peer" else u.loc[u["group"] == key, "name"].tolist()
-        s = np.sum([sent[m] for m in members], axis=0)
-        b = np.sum([budget[m] for m in members], axis=0)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            out[key] = np.where(b > 0, s / b, np.nan)
+    for key in u["name"] if by == "peer" else sorted(set(keys)):
+        cols = (keys == key).to_numpy()
+        out[key] = _ratio(sent[:, cols].sum(axis=1), budget[:, cols].sum(axis=1))
     return pd.DataFrame(out, index=pd.Index(grid, name="t"))
+
+
+def utilisation_step(run: Run) -> float:
+    """The default interval of ``utilisation_table``: 10 s (a rechoke period), or a tenth of
+    the run (at least 1 s) when it lasted under 100 s."""
+    return max(1.0, min(10.0, run.end / 10))
+
+
+def utilisation_table(run: Run, step: float | None = None) -> pd.DataFrame:
+    """Upload utilisation of each group over time, with what it is made of.
+
+    One row per group g (its finite-capacity peers) and interval (t0, t] of ``time_grid(run,
+    step)`` (step: ``utilisation_step`` unless given): peers (how many were present in it),
+    up = bytes they sent in it (counters totals), budget = Σ C_i × time present in it (what
+    they could have sent), capacity = budget / (t − t0) (the capacity present, bytes/s; the
+    last interval ends at the run's end), rate = up / (t − t0), utilisation = up / budget.
+    """
+    step = utilisation_step(run) if step is None else step
+    grid = time_grid(run, step)
+    u, sent, budget = _sent_and_budget(run, grid)
+    t0, t = grid[:-1], grid[1:]
+    span = np.minimum(t, run.end) - t0
+    parts = []
+    for group in sorted(set(u["group"])):
+        cols = (u["group"] == group).to_numpy()
+        up, bud = sent[1:, cols].sum(axis=1), budget[1:, cols].sum(axis=1)
+        parts.append(pd.DataFrame({"group": group, "t0": t0, "t": t,
+                                   "peers": (budget[1:, cols] > 0).sum(axis=1), "up": up,
+                                   "budget": bud, "capacity": _ratio(bud, span),
+                                   "rate": _ratio(up, span), "utilisation": _ratio(up, bud)}))
+    columns = ["group", "t0", "t", "peers", "up", "budget", "capacity", "rate", "utilisation"]
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=columns)
