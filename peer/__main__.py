@@ -36,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--leave-after-complete", type=float, default=None)
     parser.add_argument("--unchoke-when-free", action="store_true",
                         help="unchoke a newly interested neighbour at once while a regular "
-                             "slot is free, instead of at the next 10 s rechoke")
+                             "slot is free, instead of at the next "
+                             f"{ProtocolSettings().rechoke_period:g} s rechoke")
     return parser
 
 

@@ -17,6 +17,8 @@ from typing import Any
 from peer.errors import ConfigError
 
 BLOCK_SIZE = 16 * 1024  # BEP 3: requests are for 2^14 bytes; larger ones are refused
+FALLBACK_ANNOUNCE_INTERVAL = 30.0
+"""Seconds between announces while following the tracker and it has not named an interval."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -43,11 +45,19 @@ class ProtocolSettings:
     block_size: int = BLOCK_SIZE
     max_neighbours: int = 55
     announce_interval: float | None = None
-    """Seconds between periodic announces; None follows the tracker's ``interval``."""
+    """Seconds between periodic announces; None follows the tracker's ``interval`` (until it
+    names one: ``FALLBACK_ANNOUNCE_INTERVAL``)."""
     numwant: int = 50
     stall_timeout: float = 180.0
     """Close a connection that sent nothing at all (not even a keep-alive) for this long. Real
     clients send keep-alives about every 2 minutes, so less than that would drop idle ones."""
+
+    @property
+    def first_announce_interval(self) -> float:
+        """Seconds between announces until the tracker has named an interval."""
+        if self.announce_interval is None:
+            return FALLBACK_ANNOUNCE_INTERVAL
+        return self.announce_interval
 
     def validate(self, where: str = "protocol") -> None:
         positive_ints = ("regular_slots", "pipeline_depth", "max_neighbours", "numwant")

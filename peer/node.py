@@ -21,9 +21,7 @@ import signal
 from collections import deque
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote_from_bytes, urlsplit
 
-import h11
 import trio
 
 from peer import bencode, wire
@@ -34,6 +32,7 @@ from peer.eventlog import SCHEMA_VERSION, EventLog, RunClock, peer_id_text
 from peer.metainfo import Metainfo, read_torrent
 from peer.pieces import BlockResult, PieceDone, PieceState
 from peer.policy import ChokeView, Decision, NeighbourView, PickView, build_choker, build_picker
+from peer.tracker_client import AnnounceRequest, announce
 
 RECEIVE_SIZE = 256 * 1024
 HANDSHAKE_TIMEOUT = 10.0
@@ -184,7 +183,7 @@ class Node:
         self.downloaded = 0
         self.rechoke_round = 0
         self.listen_port = 0
-        self.announce_interval = config.protocol.announce_interval or 30.0
+        self.announce_interval = config.protocol.first_announce_interval
         self.completed = trio.Event()
         self.started_complete = self.pieces.complete
         self._time_offset = 0.0
@@ -350,38 +349,18 @@ class Node:
     async def _announce(self, event: str) -> list[tuple[str, int]] | None:
         left = self.metainfo.length - (self.metainfo.length if self.pieces.complete
                                        else self.pieces.bytes_verified)
-        params = {"info_hash": self.metainfo.info_hash, "peer_id": self.peer_id,
-                  "port": str(self.listen_port), "uploaded": str(self.uploaded),
-                  "downloaded": str(self.downloaded), "left": str(max(0, left)),
-                  "compact": "1", "numwant": str(self.config.protocol.numwant)}
-        if event:
-            params["event"] = event
-        query = "&".join(f"{k}={quote_from_bytes(v if isinstance(v, bytes) else v.encode())}"
-                         for k, v in params.items())
-        record: dict[str, Any] = {"event": event, "ok": False, "peers": 0, "interval": None,
-                                  "complete": None, "incomplete": None, "error": None}
-        peers: list[tuple[str, int]] | None = None
-        try:
-            with trio.fail_after(5):
-                body = await http_get(self.tracker_url, query)
-            response = bencode.decode(body)
-            if not isinstance(response, dict):
-                raise BencodeError("announce response is not a dictionary")
-            if b"failure reason" in response:
-                record["error"] = response[b"failure reason"].decode("utf-8", "replace")
-            else:
-                peers = parse_peers(response.get(b"peers", b""))
-                interval = response.get(b"interval")
-                if isinstance(interval, int) and interval > 0 and \
-                        self.config.protocol.announce_interval is None:
-                    self.announce_interval = float(interval)
-                record.update(ok=True, peers=len(peers), interval=interval,
-                              complete=response.get(b"complete"),
-                              incomplete=response.get(b"incomplete"))
-        except (OSError, trio.TooSlowError, BencodeError, h11.ProtocolError, ValueError) as exc:
-            record["error"] = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        request = AnnounceRequest(
+            info_hash=self.metainfo.info_hash, peer_id=self.peer_id, port=self.listen_port,
+            uploaded=self.uploaded, downloaded=self.downloaded, left=left,
+            numwant=self.config.protocol.numwant, event=event)
+        response, record = await announce(self.tracker_url, request)
         self.log.emit("announce", **record)
-        return peers
+        if response is None or response.peers is None:
+            return None
+        interval = response.usable_interval
+        if interval is not None and self.config.protocol.announce_interval is None:
+            self.announce_interval = interval
+        return response.peers
 
     # --- connections: dialling and accepting -------------------------------------------------
 
@@ -905,55 +884,3 @@ def _close_reason(exc: BaseException) -> str | None:
 
 def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
-
-
-def parse_peers(peers: Any) -> list[tuple[str, int]]:
-    """BEP 23 compact (6 bytes a peer) or BEP 3 dictionary peer lists."""
-    if isinstance(peers, bytes):
-        if len(peers) % 6:
-            raise ValueError(f"compact peer list of {len(peers)} bytes, not a multiple of 6")
-        return [(".".join(str(b) for b in peers[i:i + 4]),
-                 int.from_bytes(peers[i + 4:i + 6], "big")) for i in range(0, len(peers), 6)]
-    if isinstance(peers, list):
-        result = []
-        for entry in peers:
-            if isinstance(entry, dict) and isinstance(entry.get(b"ip"), bytes) and \
-                    isinstance(entry.get(b"port"), int):
-                result.append((entry[b"ip"].decode("ascii", "replace"), entry[b"port"]))
-        return result
-    raise ValueError("peers is neither a compact string nor a list")
-
-
-async def http_get(url: str, query: str) -> bytes:
-    """GET ``url?query`` over HTTP/1.1 (h11) and return the body of a 200 response."""
-    parts = urlsplit(url)
-    if parts.scheme != "http" or not parts.hostname:
-        raise ValueError(f"tracker URL must be http://host:port/path, got {url!r}")
-    port = parts.port or 80
-    target = (parts.path or "/") + ("&" if parts.query else "?") + query
-    if parts.query:
-        target = f"{parts.path}?{parts.query}&{query}"
-    conn = h11.Connection(h11.CLIENT)
-    stream = await trio.open_tcp_stream(parts.hostname, port)
-    async with stream:
-        request = h11.Request(method="GET", target=target,
-                              headers=[("Host", f"{parts.hostname}:{port}"),
-                                       ("Connection", "close"),
-                                       ("User-Agent", "bt-testbed/0.1")])
-        await stream.send_all(conn.send(request) + conn.send(h11.EndOfMessage()))
-        body = bytearray()
-        status = None
-        while True:
-            event = conn.next_event()
-            if event is h11.NEED_DATA:
-                conn.receive_data(await stream.receive_some(65536))
-                continue
-            if isinstance(event, h11.Response):
-                status = event.status_code
-            elif isinstance(event, h11.Data):
-                body += event.data
-            elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
-                break
-    if status != 200:
-        raise ValueError(f"tracker answered HTTP {status}")
-    return bytes(body)

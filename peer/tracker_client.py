@@ -1,0 +1,174 @@
+"""The peer's side of the tracker protocol: BEP 3 announces, BEP 23 compact peer lists.
+
+Building the query (``announce_query``) and reading the answer (``parse_announce_response``)
+are pure functions; ``http_get`` is the only I/O, and ``announce`` joins them under a timeout,
+turning every failure into the ``announce`` log record instead of an exception: an unreachable
+tracker is something a peer retries, not a reason to stop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote_from_bytes, urlsplit
+
+import h11
+import trio
+
+from peer import bencode
+from peer.bencode import Bencodable
+from peer.errors import BencodeError
+
+ANNOUNCE_TIMEOUT = 5.0
+"""Seconds an announce may take, connection included, before it counts as failed."""
+USER_AGENT = "bt-testbed/0.1"
+
+Address = tuple[str, int]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AnnounceRequest:
+    """What one announce tells the tracker (BEP 3 parameter names)."""
+
+    info_hash: bytes
+    peer_id: bytes
+    port: int
+    uploaded: int
+    downloaded: int
+    left: int
+    numwant: int
+    event: str = ""
+    """``started``, ``completed``, ``stopped``, or ``""`` for a periodic announce."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AnnounceResponse:
+    """A decoded tracker answer: a peer list, or the tracker's ``failure reason``."""
+
+    peers: list[Address] | None
+    """None when the tracker refused (``failure`` is set)."""
+    failure: str | None = None
+    interval: Bencodable | None = None
+    complete: Bencodable | None = None
+    incomplete: Bencodable | None = None
+
+    @property
+    def usable_interval(self) -> float | None:
+        """The tracker's announce interval in seconds, when it gave a sensible one."""
+        if isinstance(self.interval, int) and self.interval > 0:
+            return float(self.interval)
+        return None
+
+
+def announce_query(request: AnnounceRequest) -> str:
+    """The URL query string of an announce, every value percent-encoded."""
+    params: dict[str, bytes | str] = {
+        "info_hash": request.info_hash, "peer_id": request.peer_id, "port": str(request.port),
+        "uploaded": str(request.uploaded), "downloaded": str(request.downloaded),
+        "left": str(max(0, request.left)), "compact": "1", "numwant": str(request.numwant)}
+    if request.event:
+        params["event"] = request.event
+    return "&".join(f"{k}={quote_from_bytes(v if isinstance(v, bytes) else v.encode())}"
+                    for k, v in params.items())
+
+
+def parse_announce_response(body: bytes) -> AnnounceResponse:
+    """Decode a tracker's answer; BencodeError or ValueError when it is malformed."""
+    response = bencode.decode(body)
+    if not isinstance(response, dict):
+        raise BencodeError("announce response is not a dictionary")
+    if b"failure reason" in response:
+        reason = response[b"failure reason"]
+        if not isinstance(reason, bytes):
+            raise BencodeError("failure reason is not a string")
+        return AnnounceResponse(peers=None, failure=reason.decode("utf-8", "replace"))
+    return AnnounceResponse(peers=parse_peers(response.get(b"peers", b"")),
+                            interval=response.get(b"interval"),
+                            complete=response.get(b"complete"),
+                            incomplete=response.get(b"incomplete"))
+
+
+def parse_peers(peers: Bencodable) -> list[Address]:
+    """BEP 23 compact (6 bytes a peer) or BEP 3 dictionary peer lists."""
+    if isinstance(peers, bytes):
+        if len(peers) % 6:
+            raise ValueError(f"compact peer list of {len(peers)} bytes, not a multiple of 6")
+        return [(".".join(str(b) for b in peers[i:i + 4]),
+                 int.from_bytes(peers[i + 4:i + 6], "big")) for i in range(0, len(peers), 6)]
+    if isinstance(peers, list):
+        result = []
+        for entry in peers:
+            if not isinstance(entry, dict):
+                continue
+            ip, port = entry.get(b"ip"), entry.get(b"port")
+            if isinstance(ip, bytes) and isinstance(port, int):
+                result.append((ip.decode("ascii", "replace"), port))
+        return result
+    raise ValueError("peers is neither a compact string nor a list")
+
+
+def announce_record(event: str, response: AnnounceResponse | None,
+                    error: str | None = None) -> dict[str, Any]:
+    """The fields of the ``announce`` log event (docs/log-schema.md)."""
+    record: dict[str, Any] = {"event": event, "ok": False, "peers": 0, "interval": None,
+                              "complete": None, "incomplete": None, "error": error}
+    if response is not None and response.peers is None:
+        record["error"] = response.failure
+    elif response is not None and response.peers is not None:
+        record.update(ok=True, peers=len(response.peers), interval=response.interval,
+                      complete=response.complete, incomplete=response.incomplete)
+    return record
+
+
+async def announce(url: str, request: AnnounceRequest
+                   ) -> tuple[AnnounceResponse | None, dict[str, Any]]:
+    """Announce once: the decoded answer (None if it failed) and the log record."""
+    try:
+        with trio.fail_after(ANNOUNCE_TIMEOUT):
+            body = await http_get(url, announce_query(request))
+        response = parse_announce_response(body)
+    except (OSError, trio.TooSlowError, BencodeError, h11.ProtocolError, ValueError) as exc:
+        error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        return None, announce_record(request.event, None, error)
+    return response, announce_record(request.event, response)
+
+
+async def http_get(url: str, query: str) -> bytes:
+    """GET ``url?query`` over HTTP/1.1 (h11) and return the body of a 200 response."""
+    parts = urlsplit(url)
+    if parts.scheme != "http" or not parts.hostname:
+        raise ValueError(f"tracker URL must be http://host:port/path, got {url!r}")
+    port = parts.port or 80
+    target = (parts.path or "/") + ("&" if parts.query else "?") + query
+    if parts.query:
+        target = f"{parts.path}?{parts.query}&{query}"
+    conn = h11.Connection(h11.CLIENT)
+    stream = await trio.open_tcp_stream(parts.hostname, port)
+    async with stream:
+        request = h11.Request(method="GET", target=target,
+                              headers=[("Host", f"{parts.hostname}:{port}"),
+                                       ("Connection", "close"),
+                                       ("User-Agent", USER_AGENT)])
+        await stream.send_all(_h11_bytes(conn, request) + _h11_bytes(conn, h11.EndOfMessage()))
+        body = bytearray()
+        status = None
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                conn.receive_data(await stream.receive_some(65536))
+                continue
+            if isinstance(event, h11.Response):
+                status = event.status_code
+            elif isinstance(event, h11.Data):
+                body += event.data
+            elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
+                break
+    if status != 200:
+        raise ValueError(f"tracker answered HTTP {status}")
+    return bytes(body)
+
+
+def _h11_bytes(conn: h11.Connection, event: h11.Request | h11.EndOfMessage) -> bytes:
+    data = conn.send(event)
+    assert data is not None  # None only for ConnectionClosed, which we never send
+    return data
