@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.load import EXTERNAL, Run
-from testbed.bounds import client_server_time, p2p_time
+from testbed.bounds import bound_inputs
 
 # ---------------------------------------------------------------------------------------------
 # completion
@@ -93,32 +93,21 @@ def makespan(run: Run) -> float | None:
 # bounds and efficiency
 
 
-def _rate(value: Any) -> float | None:
-    return None if value is None or (isinstance(value, float) and math.isnan(value)) \
-        else float(value)
-
-
 def bounds(run: Run) -> dict[str, Any]:
-    """The textbook bounds for this run's own parameters (testbed.bounds, Kurose & Ross).
+    """The textbook bounds for this run's own parameters (testbed.bounds, Kurose & Ross), from
+    ``testbed.bounds.bound_inputs`` as the run summary computes them.
 
     F = the file size, N = number of leechers, u_s = Σ upload capacity of the initial seeds
-    (None = unlimited if any seed is unlimited), u_i the leechers' upload capacities, d_min
-    their slowest download capacity:
-    D_cs = max(N·F/u_s, F/d_min); D_p2p = max(F/u_s, F/d_min, N·F/(u_s + Σu_i)).
-    Both assume every leecher is there at t = 0; with staggered arrivals they are looser.
+    (None = unlimited if any seed is unlimited; 0 without a seed, which makes both bounds
+    infinite), u_i the leechers' upload capacities, d_min their slowest download capacity:
+    D_cs = max(N·F/u_s, F/d_min); D_p2p = max(F/u_s, F/d_min, N·F/(u_s + Σu_i)); both 0 without
+    a leecher. Both assume every leecher is there at t = 0; with staggered arrivals they are
+    looser.
     """
-    seeds_up = [_rate(r) for r in run.seeds["upload_rate"]]
-    u_s: float | None = None if any(r is None for r in seeds_up) or not seeds_up \
-        else float(sum(seeds_up))  # type: ignore[arg-type]
-    uploads = [_rate(r) for r in run.leechers["upload_rate"]]
-    downloads = [_rate(r) for r in run.leechers["download_rate"]]
-    f = float(run.file_size)
-    return {"file_size": run.file_size, "leechers": len(downloads), "u_s": u_s,
-            "sum_u_i": None if any(u is None for u in uploads) else float(sum(uploads)),
-            "d_min": None if any(d is None for d in downloads) or not downloads
-            else float(min(downloads)),
-            "d_cs": client_server_time(f, u_s, downloads),
-            "d_p2p": p2p_time(f, u_s, uploads, downloads)}
+    inputs = bound_inputs(run.experiment, file_size=run.file_size)
+    return {"file_size": run.file_size, "leechers": inputs.leechers,
+            "u_s": inputs.server_upload, "sum_u_i": inputs.sum_u_i, "d_min": inputs.d_min,
+            "d_cs": inputs.d_cs(), "d_p2p": inputs.d_p2p()}
 
 
 def efficiency(run: Run) -> dict[str, Any]:
@@ -466,26 +455,42 @@ def utilisation_by_group(run: Run) -> pd.DataFrame:
     return g
 
 
+def _cumulative_upload(run: Run, grid: np.ndarray) -> dict[str, np.ndarray]:
+    """Per peer: bytes sent up to each grid instant, each ``counters`` line's bytes spread
+    evenly over its interval (t0, t] (run.transfers), not lumped at t: otherwise a 1 s
+    counters period aliases against the intervals, and the run's last, short interval gets a
+    whole second's bytes."""
+    tr = run.transfers
+    lines = pd.DataFrame({"peer": tr["peer"].astype(str), "t": tr["t"], "t0": tr["t0"],
+                          "d_up": tr["d_up"]}).groupby(["peer", "t"], sort=True).agg(
+        t0=("t0", "first"), d_up=("d_up", "sum"))
+    out = {}
+    for name, sub in lines.groupby(level="peer", sort=False):
+        done = np.cumsum(sub["d_up"].to_numpy(float))
+        # knots (t0_k, S_{k−1}), (t_k, S_k): linear within a line's interval, flat between
+        xp = np.column_stack([sub["t0"].to_numpy(float),
+                              sub.index.get_level_values("t").to_numpy(float)]).ravel()
+        fp = np.column_stack([done - sub["d_up"].to_numpy(float), done]).ravel()
+        out[str(name)] = np.interp(grid, xp, fp, left=0.0)
+    return out
+
+
 def _sent_and_budget(run: Run, grid: np.ndarray) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
     """The finite-capacity peers (``utilisation`` rows), and two (grid × peer) arrays: bytes
-    each sent in (grid[k−1], grid[k]] and its capacity × time present in that interval.
-
-    Bytes come from the ``counters`` totals (run.totals), credited at each sample's time;
-    presence runs from its start to its leave, and to the run's end at most.
+    each sent in (grid[k−1], grid[k]] (``_cumulative_upload``) and its capacity × time
+    present in that interval (from its start to its leave, and to the run's end at most).
     """
     u = utilisation(run)
     u = u[u["capacity"].notna()].reset_index(drop=True)
     pres = presence(run).set_index("name")
-    tot = run.totals
+    cumulative = _cumulative_upload(run, grid)
     sent = np.zeros((len(grid), len(u)))
     budget = np.zeros((len(grid), len(u)))
     lo = np.concatenate([[-np.inf], grid[:-1]])
     hi = np.minimum(grid, run.end)
     for j, (name, cap) in enumerate(zip(u["name"], u["capacity"], strict=True)):
-        t_i = tot.loc[tot["peer"] == name]
-        cum = np.concatenate([[0], t_i["up"].to_numpy(float)])
-        pos = np.searchsorted(t_i["t"].to_numpy(float), grid, side="right")
-        sent[:, j] = np.diff(cum[pos], prepend=0.0)
+        if name in cumulative:
+            sent[:, j] = np.diff(cumulative[name], prepend=0.0)
         join, leave = pres.loc[name, "join"], pres.loc[name, "leave"]
         if math.isnan(join):
             continue
@@ -505,8 +510,9 @@ def utilisation_over_time(run: Run, step: float | None = None, *,
     """Upload utilisation per interval (t − step, t]: bytes sent / (C · time present).
 
     ``by="group"``: one column per group (Σ bytes / Σ C·presence of its finite-capacity peers);
-    ``by="peer"``: one column per peer. Bytes come from the ``counters`` totals (run.totals),
-    credited at each sample's time. Index: t (interval end). The first row (t = 0) is NaN.
+    ``by="peer"``: one column per peer. Bytes come from the ``counters`` lines
+    (run.transfers), each line's spread evenly over its interval (t0, t]. Index: t (interval
+    end). The first row (t = 0) is NaN.
     """
     grid = time_grid(run, step)
     u, sent, budget = _sent_and_budget(run, grid)
@@ -529,15 +535,16 @@ def utilisation_table(run: Run, step: float | None = None) -> pd.DataFrame:
 
     One row per group g (its finite-capacity peers) and interval (t0, t] of ``time_grid(run,
     step)`` (step: ``utilisation_step`` unless given): peers (how many were present in it),
-    up = bytes they sent in it (counters totals), budget = Σ C_i × time present in it (what
-    they could have sent), capacity = budget / (t − t0) (the capacity present, bytes/s; the
-    last interval ends at the run's end), rate = up / (t − t0), utilisation = up / budget.
+    up = bytes they sent in it (as in ``utilisation_over_time``), budget = Σ C_i × time
+    present in it (what they could have sent), capacity = budget / (t − t0) (the capacity
+    present, bytes/s; t of the last interval is the run's end), rate = up / (t − t0),
+    utilisation = up / budget.
     """
     step = utilisation_step(run) if step is None else step
     grid = time_grid(run, step)
     u, sent, budget = _sent_and_budget(run, grid)
-    t0, t = grid[:-1], grid[1:]
-    span = np.minimum(t, run.end) - t0
+    t0, t = grid[:-1], np.minimum(grid[1:], run.end)
+    span = t - t0
     parts = []
     for group in sorted(set(u["group"])):
         cols = (u["group"] == group).to_numpy()

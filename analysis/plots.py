@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # after use("Agg"): the backend must be chosen first
 import numpy as np
 
-from analysis import metrics
+from analysis import injection, metrics
 from analysis.load import Run
 
 DPI = 110
@@ -142,9 +142,74 @@ def utilisation(run: Run, out: Path) -> Path:
     return _save(fig, out)
 
 
+def _steps(ax: plt.Axes, t0: np.ndarray, t: np.ndarray, values: np.ndarray,
+           **style: object) -> None:
+    """One value per interval (t0, t], drawn as a flat step across it."""
+    if len(t):
+        ax.step(np.append(t0, t[-1]), np.append(values, values[-1]), where="post", **style)
+
+
+def utilisation_over_time(run: Run, out: Path) -> Path:
+    """Per group, per interval: utilisation (top) and upload rate against capacity present."""
+    table = metrics.utilisation_table(run)
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(6.4, 6.0), sharex=True)
+    for k, (group, sub) in enumerate(table.groupby("group", sort=True, observed=True)):
+        colour = f"C{k % 10}"
+        t0, t = sub["t0"].to_numpy(), sub["t"].to_numpy()
+        _steps(top, t0, t, sub["utilisation"].to_numpy(), color=colour, label=f"group {group}")
+        _steps(bottom, t0, t, sub["rate"].to_numpy() / 1024, color=colour,
+               label=f"{group} sent")
+        _steps(bottom, t0, t, sub["capacity"].to_numpy() / 1024, color=colour,
+               linestyle="--", linewidth=0.9, label=f"{group} capacity present")
+    top.axhline(1.0, color="gray", linewidth=0.6)
+    top.set_ylim(0, max(1.15, min(float(np.nan_to_num(table["utilisation"]).max(
+        initial=0.0)) * 1.05, 3.0)))
+    top.set_ylabel("bytes sent / (capacity · time)")
+    top.set_title(f"Upload utilisation per group, {metrics.utilisation_step(run):g} s intervals")
+    bottom.set_ylabel("upload (KiB/s)")
+    bottom.set_xlabel("run time (s)")
+    bottom.set_ylim(bottom=0)
+    for ax in (top, bottom):
+        ax.grid(alpha=0.3)
+        ax.legend(loc="best", fontsize=7, ncol=2 if ax is bottom else 1)
+    return _save(fig, out)
+
+
+def piece_injection(run: Run, out: Path) -> Path:
+    """Pieces present outside the initial seeds over time, against the seeds sending each piece
+    once at full rate, with the piece events the seeds sent to (all, and already held)."""
+    first = np.sort(injection.piece_injection(run)["first_t"].dropna().to_numpy())
+    contrib = injection.seed_contributions(run)
+    held = contrib.loc[contrib["status"] == injection.ALREADY_HELD, "t"].to_numpy()
+    summary = injection.injection(run)
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for times, label, style in (
+            (first, "pieces outside the initial seeds", {"color": "tab:blue"}),
+            (contrib["t"].to_numpy(), "pieces the initial seeds sent to", {"color": "tab:gray"}),
+            (held, "… of which already held elsewhere", {"color": "tab:red"})):
+        ax.step(np.concatenate([[0.0], times]), np.arange(len(times) + 1), where="post",
+                label=label, **style)
+    t0, f_us = summary["injection_start"], summary["f_over_u_s"]
+    if f_us is not None and t0 is not None:
+        ax.plot([t0, t0 + f_us], [0, run.num_pieces], color="black", linestyle="--",
+                linewidth=1.0, label=f"each piece sent once at u_s (F/u_s = {f_us:.1f} s)")
+    if summary["all_injected_at"] is not None:
+        ax.axvline(summary["all_injected_at"], color="tab:blue", linestyle=":", linewidth=1.0)
+    ax.axhline(run.num_pieces, color="gray", linewidth=0.6)
+    ax.set_xlabel("run time (s)")
+    ax.set_ylabel("pieces")
+    ax.set_xlim(left=0)
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", fontsize=8)
+    ax.set_title("Piece injection by the initial seeds")
+    return _save(fig, out)
+
+
 FIGURES = {"completion_cdf": completion_cdf, "progress": progress,
            "unchoke_matrix": unchoke_matrix, "availability": availability,
-           "utilisation": utilisation}
+           "utilisation": utilisation, "utilisation_over_time": utilisation_over_time,
+           "injection": piece_injection}
 
 
 def make_figures(run: Run, out_dir: Path | None = None) -> list[Path]:

@@ -10,9 +10,10 @@ from typing import Any
 
 import pandas as pd
 
-from analysis import metrics
+from analysis import injection, metrics
 from analysis.load import Run, load_run
 from peer.errors import TestbedError
+from peer.units import format_size
 
 
 def _clean(value: Any) -> Any:
@@ -59,9 +60,25 @@ def headline(run: Run) -> dict[str, Any]:
                         "initial_seeds": dict(zip(util.loc[util["role"] == "seed", "name"],
                                                   util.loc[util["role"] == "seed",
                                                            "utilisation"], strict=True))},
+        "utilisation_over_time": utilisation_series(run),
+        "injection": injection.injection(run),
+        "seed_redundancy": injection.seed_redundancy(run),
         "cpu": summary.get("cpu"),
         "warnings": list(run.warnings),
     })
+
+
+def utilisation_series(run: Run) -> dict[str, Any]:
+    """``metrics.utilisation_table`` as JSON: the interval bounds once, then per group the
+    lists peers, up, budget and utilisation, one value per interval."""
+    table = metrics.utilisation_table(run)
+    groups = {str(g): sub for g, sub in table.groupby("group", sort=True, observed=True)}
+    any_group = next(iter(groups.values()), table)
+    return {"step": metrics.utilisation_step(run), "t0": any_group["t0"].tolist(),
+            "t": any_group["t"].tolist(),
+            "by_group": {g: {col: sub[col].tolist()
+                             for col in ("peers", "up", "budget", "utilisation")}
+                         for g, sub in groups.items()}}
 
 
 def _fmt(value: Any, digits: int = 2) -> str:
@@ -117,6 +134,8 @@ def format_text(h: dict[str, Any]) -> str:
     out.append("\nupload utilisation U/(C·τ): " + ", ".join(
         f"{g} {_fmt(v)}" for g, v in u["by_group"].items()) + "; initial seed(s): " + (
         ", ".join(f"{n} {_fmt(v)}" for n, v in u["initial_seeds"].items()) or "–"))
+    out.append(_utilisation_text(h["utilisation_over_time"]))
+    out.append(_injection_text(h["injection"], h["seed_redundancy"]))
     cpu = h.get("cpu") or {}
     if cpu:
         flag = "SATURATED" if cpu.get("saturated") else "ok"
@@ -126,6 +145,54 @@ def format_text(h: dict[str, Any]) -> str:
     for w in h["warnings"]:
         out.append(f"warning: {w}")
     return "\n".join(out)
+
+
+def _seconds(value: float) -> str:
+    """``8``, ``8.1``: one decimal at most, none when it is 0."""
+    return f"{value:.1f}".removesuffix(".0")
+
+
+def _utilisation_text(series: dict[str, Any], max_rows: int = 12) -> str:
+    """The per-group utilisation table, its intervals merged k at a time to fit ``max_rows``
+    (a merged value is Σ up / Σ budget, not a mean of ratios)."""
+    by_group, t0, t = series["by_group"], series["t0"], series["t"]
+    if not by_group or not t:
+        return "\nupload utilisation over time: –"
+    k = -(-len(t) // max_rows)
+    rows = []
+    for i in range(0, len(t), k):
+        cells = []
+        for g in by_group.values():
+            up, budget = sum(g["up"][i:i + k]), sum(g["budget"][i:i + k])
+            cells.append(_fmt(up / budget) if budget else "–")
+        rows.append([f"{_seconds(t0[i])}–{_seconds(t[min(i + k, len(t)) - 1])}", *cells])
+    return _grid(f"\nupload utilisation per group over time (bytes sent / (capacity × time "
+                 f"present); {series['step'] * k:g} s intervals)", rows, ["t (s)", *by_group])
+
+
+def _injection_text(inj: dict[str, Any], red: dict[str, Any]) -> str:
+    """Piece injection and the initial seeds' redundant upload, in two sentences."""
+    f_us = f"F/u_s {_fmt(inj['f_over_u_s'], 1)} s" if inj["f_over_u_s"] is not None \
+        else "F/u_s – (unlimited seed upload)"
+    if inj["all_injected_at"] is None:
+        done = (f"never ({inj['never_injected']} of {inj['pieces']} pieces never left the "
+                f"initial seeds; half were out at {_fmt(inj['half_at'], 1)} s)")
+    else:
+        done = (f"{_fmt(inj['all_injected_at'], 1)} s (half at {_fmt(inj['half_at'], 1)} s); "
+                f"{_fmt(inj['injection_time'], 1)} s after injection could start at "
+                f"{_fmt(inj['injection_start'], 1)} s = {_fmt(inj['ratio'])} × {f_us}")
+    lines = [f"\nevery piece in the swarm (outside the initial seeds) at {done}"]
+    if red["contributions"]:
+        share = f"{100 * red['share']:.0f} %"
+        lines.append(
+            f"initial seeds' piece contributions: {red['contributions']}, new "
+            f"{red['new']}, already held elsewhere {red['already_held']} ({share}; "
+            f"{red['holder_present']} by a peer still present; "
+            f"{red['requested_after_first_copy']} requested after the first copy was complete, "
+            f"median {_fmt(red['median_delay'], 1)} s later)")
+    lines.append(f"initial seeds uploaded {format_size(red['seed_up'])} = "
+                 f"{_fmt(red['copies_sent'])} × F")
+    return "\n".join(lines)
 
 
 def write_analysis(run_dir: Path, *, figures: bool = True) -> dict[str, Any]:
