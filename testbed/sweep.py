@@ -15,7 +15,9 @@ Each combination runs ``--repeat K`` times with seeds s, s+1, …, s+K−1 (s = 
 topology's), each a normal run directory (``testbed.run.execute_run``) under the sweep
 directory. The sweep directory holds ``sweep.json`` (the parameters and every row) and
 ``sweep.csv`` (the rows), rewritten after each run so that an interrupted sweep keeps what it
-measured. ``gather`` rebuilds the table from the run directories alone.
+measured. ``gather`` rebuilds the table from the run directories alone. ``--jobs J`` runs up
+to J of them at once, each in its own process, with the same directories and the same table
+(testbed.parallel).
 
 Nothing here imports pandas; ``--analyze`` runs the analysis on each run after it ends.
 """
@@ -39,6 +41,7 @@ from peer.errors import TestbedError
 
 if TYPE_CHECKING:
     from testbed.experiment import Experiment
+    from testbed.parallel import Task
     from testbed.topology import Topology
 
 SWEEP_SCHEMA = 1
@@ -434,17 +437,19 @@ def run_sweep(topology: Topology, params: Sequence[Param], *, repeat: int = 1,
               seed: int | None = None, out: Path | None = None,
               runs_root: Path = Path("runs"), time_limit: float | None = None,
               launcher: str = "fork", quiet: bool = False, analyze: bool = False,
-              command: Sequence[str] = (), echo: Any = print) -> SweepResult:
-    """Plan (checking everything), then run every point with ``testbed.run.execute_run``.
+              command: Sequence[str] = (), echo: Any = print, jobs: int = 1) -> SweepResult:
+    """Plan (checking everything), then run every point with ``testbed.run.execute_run``, up to
+    ``jobs`` at once (testbed.parallel).
 
-    ``echo`` gets one line per run (``print`` by default; a no-op to be silent). Stops early,
-    keeping what was measured, when a run is interrupted (Ctrl-C / SIGTERM).
+    ``echo`` gets one line per run start and end (``print`` by default; a no-op to be silent).
+    Stops starting runs, keeping what was measured, when a run is interrupted (Ctrl-C /
+    SIGTERM). The table keeps plan order whatever order the runs finish in.
     """
-    from testbed.run import RunOptions, execute_run
+    from testbed.parallel import Finished, run_plan
 
     points = plan_sweep(topology, params, repeat=repeat, seed=seed)
     sweep_dir = create_sweep_dir(topology.name, out=out, runs_root=runs_root)
-    header = {
+    header: dict[str, Any] = {
         "schema": SWEEP_SCHEMA, "topology": topology.file, "name": topology.name,
         "params": {p.path: list(p.values) for p in params}, "repeat": repeat,
         "seeds": sorted({pt.seed for pt in points}), "command": list(command),
@@ -452,28 +457,49 @@ def run_sweep(topology: Topology, params: Sequence[Param], *, repeat: int = 1,
                   "seed": pt.seed} for pt in points],
     }
     (sweep_dir / "topology.yaml").write_text(topology.text)
-    rows: list[dict[str, Any]] = []
-    write_table(sweep_dir, header, rows)
-    interrupted = False
-    for pt, entry in zip(points, header["runs"], strict=True):
-        what = ", ".join(f"{p}={label_value(v)}" for p, v in pt.values)
-        echo(f"[{pt.index + 1}/{len(points)}] {what or 'as given'}, seed {pt.seed}")
-        options = RunOptions(out=sweep_dir / pt.dirname, time_limit=time_limit, quiet=quiet,
-                             launcher=launcher,  # type: ignore[arg-type]
-                             command=(*command, f"[sweep run {pt.index}]"))
+    done: dict[int, dict[str, Any]] = {}
+    write_table(sweep_dir, header, [])
+
+    def on_done(finished: Finished) -> None:
+        entry = header["runs"][finished.index]
+        row = done[finished.index] = table_row(entry, sweep_dir / entry["dir"])
+        write_table(sweep_dir, header, [done[i] for i in sorted(done)])
+        if jobs == 1:  # several at once: the scheduler's one line per run says it
+            echo(f"    {row['status']}: makespan {_cell(row['makespan']) or '-'} s, "
+                 f"D_p2p {_cell(row['d_p2p'])} s, D_cs {_cell(row['d_cs'])} s"
+                 + (", HOST CPU SATURATED" if row["cpu_saturated"] else ""))
+
+    settings = {"time_limit": time_limit, "launcher": launcher, "quiet": quiet or jobs > 1,
+                "command": tuple(command)}
+    tasks = [_sweep_task(pt, len(points), sweep_dir, settings, analyze, echo,
+                         announce=jobs == 1) for pt in points]
+    plan = run_plan(tasks, jobs=jobs, on_done=on_done, echo=echo)
+    return SweepResult(sweep_dir=sweep_dir, rows=[done[i] for i in sorted(done)],
+                       interrupted=plan.interrupted)
+
+
+def _sweep_task(pt: Point, total: int, sweep_dir: Path, settings: Mapping[str, Any],
+                analyze: bool, echo: Any, *, announce: bool) -> Task:
+    """One point as a task of the plan: run it (and analyse it), report its status.
+    ``announce``: print the start line (runs one at a time; else the scheduler prints it)."""
+    from testbed.parallel import Outcome, Task
+    from testbed.run import RunOptions, execute_run
+
+    what = ", ".join(f"{p}={label_value(v)}" for p, v in pt.values) or "as given"
+
+    def work() -> Outcome:
+        if announce:
+            echo(f"[{pt.index + 1}/{total}] {what}, seed {pt.seed}")
+        options = RunOptions(out=sweep_dir / pt.dirname, time_limit=settings["time_limit"],
+                             quiet=settings["quiet"], launcher=settings["launcher"],
+                             command=(*settings["command"], f"[sweep run {pt.index}]"))
         result = execute_run(pt.experiment, pt.topology_text, options)
-        if analyze and result.summary.get("status") != "interrupted":
+        status = str(result.summary.get("status"))
+        if analyze and status != "interrupted":
             _analyze(result.run_dir, echo)
-        row = table_row(entry, result.run_dir)
-        rows.append(row)
-        write_table(sweep_dir, header, rows)
-        echo(f"    {row['status']}: makespan {_cell(row['makespan']) or '-'} s, "
-             f"D_p2p {_cell(row['d_p2p'])} s, D_cs {_cell(row['d_cs'])} s"
-             + (", HOST CPU SATURATED" if row["cpu_saturated"] else ""))
-        if result.summary.get("status") == "interrupted":
-            interrupted = True
-            break
-    return SweepResult(sweep_dir=sweep_dir, rows=rows, interrupted=interrupted)
+        return Outcome(status)
+
+    return Task(f"{what}, seed {pt.seed}", work)
 
 
 def _analyze(run_dir: Path, echo: Any) -> None:
@@ -494,6 +520,8 @@ def _analyze(run_dir: Path, echo: Any) -> None:
 
 def add_sweep_parser(sub: Any, seconds: Any, seed_type: Any) -> argparse.ArgumentParser:
     """The ``sweep`` subcommand's arguments (the CLI's own number parsers are passed in)."""
+    from testbed.parallel import add_jobs_argument
+
     p = sub.add_parser("sweep", help="run a topology over parameter values and tabulate",
                        description="Run a topology for every combination of parameter values "
                        "(and repetitions) and gather one table (docs/analysis.md).")
@@ -514,6 +542,7 @@ def add_sweep_parser(sub: Any, seconds: Any, seed_type: Any) -> argparse.Argumen
     p.add_argument("--quiet", action="store_true", help="no live progress during each run")
     p.add_argument("--analyze", action="store_true",
                    help="analyse each run (adds efficiency and fairness columns)")
+    add_jobs_argument(p, "runs")
     return p
 
 
@@ -528,7 +557,8 @@ def cli_sweep(args: argparse.Namespace, argv: Sequence[str]) -> int:
     topology = load_topology(args.topology)
     result = run_sweep(topology, params, repeat=args.repeat, seed=args.seed, out=args.out,
                        runs_root=args.runs, time_limit=args.time_limit, launcher=args.launcher,
-                       quiet=args.quiet, analyze=args.analyze, command=("testbed", *argv))
+                       quiet=args.quiet, analyze=args.analyze, command=("testbed", *argv),
+                       jobs=args.jobs)
     print(f"\nsweep {result.sweep_dir}: {len(result.rows)} runs"
           + (" (interrupted)" if result.interrupted else ""))
     print(format_table(result.rows, [p.path for p in params]))

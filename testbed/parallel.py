@@ -1,0 +1,396 @@
+"""Several runs at once on one machine: ``--jobs J`` of ``testbed sweep`` and ``testbed run
+--repeat``.
+
+A plan is a list of tasks, each one run: a function that runs it (``testbed.run.execute_run``,
+then its analysis) and returns an ``Outcome``. ``run_plan`` runs them and hands every finished
+one to ``on_done`` (in finishing order, so a results table can be rewritten as runs end), then
+returns them in plan order.
+
+- One job: the tasks run one after the other in this process, exactly as before ``--jobs``.
+- J > 1: each task runs in its own forked child process, at most J at once, so runs never share
+  a trio loop or a fork server. A run directory does not depend on who ran it: same layout, same
+  seed, same files as a sequential run. The children run without live progress; this process
+  prints one line when a run starts and one when it ends (name, status, wall time).
+
+The host CPU guard. These swarms use little CPU (a 41-peer swarm at 20-200 kB/s about 0.2 core),
+but their times only mean something while the host has CPU to spare (testbed.resources). So
+before starting another run while some are running, the host CPU is measured over one second;
+above ``resources.SATURATED_CPU`` the scheduler says so, waits, and measures again. With none of
+its runs running it starts the next one regardless, as a sequential run would: waiting cannot
+free CPU that others use.
+
+Stopping. Each child runs in its own session, so a Ctrl-C in the terminal reaches only this
+process, which forwards SIGINT / SIGTERM once to every running run: each stops its processes
+and writes summary.json with status ``interrupted``, exactly as ``testbed run`` does. No further
+run starts. A second signal is forwarded again (the runs then kill their processes at once). A
+SIGKILLed scheduler takes its runs with it (``PR_SET_PDEATHSIG``), and they take their peers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import select
+import signal
+import sys
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from peer.errors import TestbedError
+
+CPU_RECHECK_SECONDS = 5.0
+"""How long to wait before measuring the host CPU again when it was saturated."""
+POLL_SECONDS = 0.2
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What a task reports: its run's status (summary.json's ``status``) and anything picklable
+    the caller wants back in this process."""
+
+    status: str
+    value: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    """One run of a plan: a name for the progress lines and the function that runs it."""
+
+    name: str
+    work: Callable[[], Outcome]
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    index: int
+    """The task's place in the plan."""
+    name: str
+    outcome: Outcome
+    seconds: float
+    """Wall time from start to end (the run, its analysis and, with J > 1, the fork)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PlanResult:
+    finished: list[Finished]
+    """In plan order; tasks that never started (or were lost) are absent."""
+    interrupted: bool
+    """A stop signal reached the scheduler, or a run ended ``interrupted``."""
+    signal: int | None
+    """The signal that stopped the plan (with J > 1; one job leaves it to the run itself)."""
+
+
+def add_jobs_argument(parser: Any, what: str) -> None:
+    """``--jobs J`` (default 1), the same for every command that runs a plan."""
+    parser.add_argument("--jobs", type=_jobs, default=1, metavar="J",
+                        help=f"run up to J {what} at once, each in its own process, never "
+                        "starting one while the host CPU is saturated (default 1: one after "
+                        "the other, with live progress)")
+
+
+def _jobs(text: str) -> int:
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"--jobs {text!r} is not a number of runs >= 1")
+    return value
+
+
+def host_cpu_percent() -> float:
+    """Host CPU use in percent of all cores over the next second (blocks for that second)."""
+    import psutil
+
+    return float(psutil.cpu_percent(interval=1.0))
+
+
+def run_plan(tasks: Sequence[Task], *, jobs: int = 1,
+             on_done: Callable[[Finished], None] | None = None,
+             echo: Callable[[str], None] = print,
+             cpu_probe: Callable[[], float] | None = None,
+             cpu_recheck: float = CPU_RECHECK_SECONDS) -> PlanResult:
+    """Run every task, at most ``jobs`` at once; stop starting new ones once a run is
+    interrupted. ``cpu_probe`` measures the host CPU (percent of all cores) for the guard
+    (default ``host_cpu_percent``)."""
+    if jobs < 1:
+        raise ValueError(f"jobs must be at least 1, got {jobs}")
+    if jobs == 1:
+        return _run_in_process(tasks, on_done or _ignore)
+    return _Scheduler(tasks, jobs, on_done or _ignore, echo, cpu_probe or host_cpu_percent,
+                      cpu_recheck).run()
+
+
+def _ignore(_: Finished) -> None:
+    pass
+
+
+def _run_in_process(tasks: Sequence[Task], on_done: Callable[[Finished], None]) -> PlanResult:
+    finished = []
+    for index, task in enumerate(tasks):
+        start = time.monotonic()
+        outcome = task.work()
+        done = Finished(index, task.name, outcome, time.monotonic() - start)
+        finished.append(done)
+        on_done(done)
+        if outcome.status == "interrupted":
+            return PlanResult(finished, True, None)
+    return PlanResult(finished, False, None)
+
+
+# ---------------------------------------------------------------------------------------------
+# J > 1: forked children
+
+
+@dataclass(slots=True)
+class _Child:
+    index: int
+    pid: int
+    fd: int
+    """The read end of the pipe the child sends its pickled report through."""
+    started: float
+    data: list[bytes] = field(default_factory=list)
+
+
+class _Scheduler:
+    def __init__(self, tasks: Sequence[Task], jobs: int, on_done: Callable[[Finished], None],
+                 echo: Callable[[str], None], cpu_probe: Callable[[], float],
+                 cpu_recheck: float) -> None:
+        from testbed.resources import SATURATED_CPU
+
+        self.tasks = tasks
+        self.jobs = jobs
+        self.on_done = on_done
+        self.echo = echo
+        self.cpu_probe = cpu_probe
+        self.cpu_recheck = cpu_recheck
+        self.threshold = SATURATED_CPU
+        self.pending = deque(range(len(tasks)))
+        self.running: dict[int, _Child] = {}
+        self.finished: list[Finished] = []
+        self.signals: list[int] = []
+        self.forwarded = 0
+        self.stopping = False
+        self.interrupted = False
+        self.errors: list[tuple[str, bool, str]] = []
+        self.next_cpu_check = 0.0
+        self.waiting_since: float | None = None
+
+    def run(self) -> PlanResult:
+        previous = {s: signal.signal(s, self._on_signal) for s in _STOP_SIGNALS}
+        try:
+            self._loop()
+        except BaseException:
+            # Whatever went wrong here, no run may outlive the scheduler's interest in it.
+            self._abandon()
+            raise
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+        self._raise_child_errors()
+        self.finished.sort(key=lambda f: f.index)
+        first = self.signals[0] if self.signals else None
+        return PlanResult(self.finished, self.interrupted or bool(self.signals), first)
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        self.signals.append(signum)  # acted on by the loop: never fork or kill in a handler
+
+    def _loop(self) -> None:
+        while True:
+            self._forward_signals()
+            if self.pending and not self.stopping and len(self.running) < self.jobs \
+                    and self._cpu_allows_start():
+                self._start(self.pending.popleft())
+                continue
+            if not self.running:
+                return
+            self._collect(self._poll_timeout())
+
+    def _poll_timeout(self) -> float:
+        if self.pending and not self.stopping and len(self.running) < self.jobs:
+            return max(0.0, min(POLL_SECONDS, self.next_cpu_check - time.monotonic()))
+        return POLL_SECONDS
+
+    # -- the CPU guard ------------------------------------------------------------------------
+
+    def _cpu_allows_start(self) -> bool:
+        if not self.running:
+            self.waiting_since = None
+            return True
+        now = time.monotonic()
+        if now < self.next_cpu_check:
+            return False
+        cpu = self.cpu_probe()
+        if cpu <= self.threshold:
+            if self.waiting_since is not None:
+                self.echo(f"host CPU {cpu:.0f}%: starting again after waiting "
+                          f"{time.monotonic() - self.waiting_since:.0f} s")
+                self.waiting_since = None
+            return True
+        if self.waiting_since is None:
+            self.waiting_since = now
+            index = self.pending[0]
+            self.echo(f"host CPU {cpu:.0f}% is above {self.threshold:.0f}% (saturated): not "
+                      f"starting {self._label(index)} while {len(self.running)} run(s) go on; "
+                      f"checking again every {self.cpu_recheck:g} s")
+        self.next_cpu_check = time.monotonic() + self.cpu_recheck
+        return False
+
+    # -- starting and collecting --------------------------------------------------------------
+
+    def _label(self, index: int) -> str:
+        return f"[{index + 1}/{len(self.tasks)}] {self.tasks[index].name}"
+
+    def _start(self, index: int) -> None:
+        read_fd, write_fd = os.pipe()
+        parent = os.getpid()
+        others = [child.fd for child in self.running.values()]
+        # What is still buffered here would otherwise be written a second time by the child.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        # Blocked across the fork, so that a signal cannot reach the child while it still has
+        # this process's handlers; the child installs its own, then unblocks.
+        signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+        try:
+            pid = os.fork()
+            if pid == 0:
+                for fd in (read_fd, *others):
+                    os.close(fd)
+                _child_main(self.tasks[index], write_fd, parent)
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+        os.close(write_fd)
+        self.running[index] = _Child(index, pid, read_fd, time.monotonic())
+        self.echo(f"{self._label(index)}: started ({len(self.running)} running)")
+
+    def _collect(self, timeout: float) -> None:
+        by_fd = {child.fd: child for child in self.running.values()}
+        readable, _, _ = select.select(list(by_fd), [], [], timeout)
+        for fd in readable:
+            child = by_fd[fd]
+            chunk = os.read(fd, 1 << 16)
+            if chunk:
+                child.data.append(chunk)
+            else:
+                self._end(child)
+
+    def _end(self, child: _Child) -> None:
+        os.close(child.fd)
+        _, wait_status = os.waitpid(child.pid, 0)
+        del self.running[child.index]
+        seconds = time.monotonic() - child.started
+        name = self.tasks[child.index].name
+        report = _decode(b"".join(child.data), wait_status)
+        if report[0] == "error":
+            _, is_testbed, message = report
+            self.errors.append((name, is_testbed, message))
+            self.stopping = True
+            self.echo(f"{self._label(child.index)}: error after {seconds:.1f} s")
+            return
+        outcome: Outcome = report[1]
+        done = Finished(child.index, name, outcome, seconds)
+        self.finished.append(done)
+        self.echo(f"{self._label(child.index)}: {outcome.status} after {seconds:.1f} s")
+        if outcome.status == "interrupted":
+            self.interrupted = self.stopping = True
+        self.on_done(done)
+
+    # -- stopping -----------------------------------------------------------------------------
+
+    def _forward_signals(self) -> None:
+        while self.forwarded < len(self.signals):
+            signum = self.signals[self.forwarded]
+            self.forwarded += 1
+            self.stopping = True
+            again = " again: killing at once" if self.forwarded > 1 else \
+                ": no further run starts (again to kill at once)"
+            self.echo(f"{signal.Signals(signum).name}: stopping {len(self.running)} running "
+                      f"run(s){again}")
+            for child in self.running.values():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(child.pid, signum)
+
+    def _abandon(self) -> None:
+        for child in self.running.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child.pid, signal.SIGTERM)
+        for child in self.running.values():
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(child.pid, 0)
+            os.close(child.fd)
+        self.running.clear()
+
+    def _raise_child_errors(self) -> None:
+        if not self.errors:
+            return
+        name, is_testbed, message = self.errors[0]
+        if is_testbed:
+            raise TestbedError(f"{name}: {message}")
+        raise RuntimeError(f"run {name!r} failed in its child process:\n{message}")
+
+
+def _decode(data: bytes, wait_status: int) -> tuple[Any, ...]:
+    """The child's report, or a ``failed`` outcome for a child that died without one."""
+    if data:
+        try:
+            report: tuple[Any, ...] = pickle.loads(data)
+            return report
+        except (pickle.UnpicklingError, EOFError, ValueError, TypeError):
+            pass
+    if os.WIFSIGNALED(wait_status):
+        how = f"killed by {signal.Signals(os.WTERMSIG(wait_status)).name}"
+    else:
+        how = f"exited with code {os.waitstatus_to_exitcode(wait_status)}"
+    return ("ok", Outcome("failed", {"error": f"the run's process {how} without a report"}))
+
+
+def _interrupt(_signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _child_main(task: Task, write_fd: int, parent: int) -> None:
+    """In the forked child: run the task, send the pickled report, exit. Never returns."""
+    code = 1
+    try:
+        from testbed.launch import set_parent_death_signal
+
+        os.setsid()  # a Ctrl-C in the terminal reaches the scheduler only, which forwards it
+        set_parent_death_signal(parent)
+        # Until the run's own signal receiver takes over (and after it lets go), a stop
+        # signal ends the task as Ctrl-C would.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, _interrupt)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+        report = _run_task(task)
+        for signum in _STOP_SIGNALS:  # the report must get out whole
+            signal.signal(signum, signal.SIG_IGN)
+        try:
+            payload = pickle.dumps(report)
+        except Exception as exc:
+            payload = pickle.dumps(("error", False, f"the run's report cannot be sent: {exc!r}"))
+        with open(write_fd, "wb", closefd=True) as pipe:
+            pipe.write(payload)
+        code = 0
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
+
+
+def _run_task(task: Task) -> tuple[Any, ...]:
+    try:
+        return ("ok", task.work())
+    except KeyboardInterrupt:
+        return ("ok", Outcome("interrupted", None))
+    except BaseException as exc:
+        is_testbed = isinstance(exc, TestbedError)
+        return ("error", is_testbed, str(exc) if is_testbed else traceback.format_exc())
