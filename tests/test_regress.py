@@ -445,7 +445,7 @@ def test_run_repeated_writes_a_results_set_and_survives_an_analysis_failure(
                 "metrics": {"all_complete": True, "makespan": 8.0 + seeds[-1]}}
 
     monkeypatch.setattr(testbed.run, "execute_run", execute_run)
-    monkeypatch.setattr(regress, "run_metrics", run_metrics)
+    monkeypatch.setattr(regress.results, "run_metrics", run_metrics)
     root, status = regress.run_repeated(ROOT / "topologies" / "ci_small.yaml", repeat=3,
                                         seed=7, out=None, runs_root=tmp_path)
     assert seeds == [7, 8, 9]
@@ -477,7 +477,7 @@ def test_run_repeated_stops_at_an_interrupt(tmp_path, monkeypatch):
         return RunResult(options.out, summary)
 
     monkeypatch.setattr(testbed.run, "execute_run", execute_run)
-    monkeypatch.setattr(regress, "run_metrics", lambda run_dir: {
+    monkeypatch.setattr(regress.results, "run_metrics", lambda run_dir: {
         "status": "completed", "saturated": False, "metrics": {"all_complete": True}})
     monkeypatch.chdir(tmp_path)
     root, status = regress.run_repeated(ROOT / "topologies" / "ci_small.yaml", repeat=3,
