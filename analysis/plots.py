@@ -152,26 +152,29 @@ def _steps(ax: plt.Axes, t0: np.ndarray, t: np.ndarray, values: np.ndarray,
 def utilisation_over_time(run: Run, out: Path) -> Path:
     """Per group, per interval: utilisation (top) and upload rate against capacity present."""
     table = metrics.utilisation_table(run)
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(6.4, 6.0), sharex=True)
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7.6, 6.0), sharex=True)
     for k, (group, sub) in enumerate(table.groupby("group", sort=True, observed=True)):
         colour = f"C{k % 10}"
         t0, t = sub["t0"].to_numpy(), sub["t"].to_numpy()
-        _steps(top, t0, t, sub["utilisation"].to_numpy(), color=colour, label=f"group {group}")
-        _steps(bottom, t0, t, sub["rate"].to_numpy() / 1024, color=colour,
-               label=f"{group} sent")
+        _steps(top, t0, t, sub["utilisation"].to_numpy(), color=colour, label=f"{group}")
+        _steps(bottom, t0, t, sub["rate"].to_numpy() / 1024, color=colour)
         _steps(bottom, t0, t, sub["capacity"].to_numpy() / 1024, color=colour,
-               linestyle="--", linewidth=0.9, label=f"{group} capacity present")
+               linestyle="--", linewidth=0.9)
     top.axhline(1.0, color="gray", linewidth=0.6)
-    top.set_ylim(0, max(1.15, min(float(np.nan_to_num(table["utilisation"]).max(
-        initial=0.0)) * 1.05, 3.0)))
+    top.set_ylim(0, max(1.15, min(float(np.nan_to_num(table["utilisation"].to_numpy(
+        float)).max(initial=0.0)) * 1.05, 3.0)))
     top.set_ylabel("bytes sent / (capacity · time)")
     top.set_title(f"Upload utilisation per group, {metrics.utilisation_step(run):g} s intervals")
+    top.legend(title="group", loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+    # the colours are the groups' (legend above); only the line styles need saying here
+    bottom.plot([], [], color="black", label="sent")
+    bottom.plot([], [], color="black", linestyle="--", linewidth=0.9, label="capacity present")
+    bottom.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     bottom.set_ylabel("upload (KiB/s)")
     bottom.set_xlabel("run time (s)")
     bottom.set_ylim(bottom=0)
     for ax in (top, bottom):
         ax.grid(alpha=0.3)
-        ax.legend(loc="best", fontsize=7, ncol=2 if ax is bottom else 1)
     return _save(fig, out)
 
 
