@@ -81,7 +81,11 @@ def main(argv: list[str] | None = None) -> int:
         import time
 
         profiler = cProfile.Profile(time.process_time)  # CPU time: the machine is shared
-        profiler.runcall(trio.run, node.run)
+        profiler.enable()
+        try:
+            trio.run(node.run)
+        finally:
+            profiler.disable()
         profiler.dump_stats(os.path.join(profile_dir, f"{config.name}.prof"))
     else:
         trio.run(node.run)

@@ -20,7 +20,7 @@ from peer.config import PeerConfig, PolicySpec, ProtocolSettings, RateLimit
 from peer.content import num_pieces, synthetic_piece
 from peer.eventlog import EventLog, RunClock
 from peer.metainfo import Metainfo, make_synthetic_torrent
-from peer.node import Connection, Node
+from peer.node import Node
 from peer.policy import ChokeView, Decision, NeighbourView, PickView
 
 # --- policy snapshots --------------------------------------------------------------------------
@@ -174,33 +174,6 @@ def make_node(config: PeerConfig, clock: RunClock | None = None) -> Node:
     """A Node logging to memory (``node.log.records``)."""
     clock = clock or RunClock()
     return Node(config, clock=clock, log=EventLog(None, clock))
-
-
-def fake_conn(node: Node, n: int, **attrs: Any) -> Connection:
-    """A registered neighbour without a socket: what it is sent piles up in ``conn.control``."""
-    conn = Connection(node, None, f"127.0.0.1:{7000 + n}", attrs.pop("direction", "in"))  # type: ignore[arg-type]
-    conn.peer_id = peer_id(n).encode()
-    conn.peer = peer_id(n)
-    conn.registered = True
-    for key, value in attrs.items():
-        setattr(conn, key, value)
-    node.connections[conn.peer_id] = conn
-    node.all_connections.add(conn)
-    node.counters.setdefault(conn.peer, [0, 0])
-    return conn
-
-
-def sent_messages(conn: Connection) -> list[wire.Message]:
-    """Decode (and drain) what the node queued for ``conn``."""
-    reader = wire.WireReader(conn.node.pieces.num_pieces, expect_handshake=False)
-    data = b"".join(conn.control)
-    conn.control.clear()
-    if data:  # b"" would mean end of stream to the reader
-        reader.receive_data(data)
-    out = []
-    while (event := reader.next_event()) is not wire.NEED_DATA:
-        out.append(event)
-    return out
 
 
 class RawPeer:

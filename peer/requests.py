@@ -1,0 +1,90 @@
+"""Which blocks to ask each neighbour for, and how many at once: BEP 3 request pipelining.
+
+No I/O: the session (peer/session.py) asks for a neighbour's next requests and sends them.
+Piece order is ``peer.pieces``' (strict priority, the picker policy for new pieces, end game);
+this module sizes each neighbour's pipeline and keeps its outstanding requests.
+"""
+
+from __future__ import annotations
+
+import math
+
+from peer import wire
+from peer.config import BLOCK_SIZE
+from peer.neighbour import Neighbour
+from peer.pieces import PieceState
+from peer.policy_types import PickView, PiecePicker
+
+PIPELINE_SECONDS = 0.25
+"""Keep this much of the measured download rate in flight, so a link never idles."""
+PIPELINE_RATE_WINDOW = 3.0
+"""Seconds of download rate the pipeline depth follows: recent, so it reacts within a rechoke."""
+MAX_PIPELINE = 250
+"""Never more requests out to one neighbour: well under what peers queue (ours: 2000,
+libtorrent 500 by default), or the excess is silently dropped and the download stalls."""
+
+
+class RequestPipeline:
+    """Our requests to every neighbour. ``min_depth`` is the protocol's ``pipeline_depth``."""
+
+    def __init__(self, pieces: PieceState, picker: PiecePicker, min_depth: int) -> None:
+        self.pieces = pieces
+        self.picker = picker
+        self.min_depth = min_depth
+
+    def top_up(self, nbr: Neighbour, now: float) -> bytes:
+        """The requests to send ``nbr`` now, encoded (b"": none), recorded as outstanding.
+
+        At least ``min_depth`` requests out, raised to a quarter second of its recent rate:
+        deep fixed pipelines hoard whole pieces on slow neighbours, shallow ones idle fast links.
+        """
+        if nbr.peer_choking or not nbr.am_interested or not nbr.registered:
+            return b""
+        recent = nbr.down_meter.rate(now, window=PIPELINE_RATE_WINDOW)
+        depth = max(self.min_depth,
+                    min(MAX_PIPELINE, math.ceil(recent * PIPELINE_SECONDS / BLOCK_SIZE)))
+        wanted = depth - len(nbr.outstanding)
+        # Top up in batches (half the pipeline at a time), not one request per block received:
+        # each request sent alone costs a send here and a wake-up there, as much as the block.
+        # A peer with nothing out always asks.
+        if wanted <= 0 or (nbr.outstanding and wanted < max(2, depth // 2)):
+            return b""
+        pieces = self.pieces
+
+        def pick(candidates: list[int]) -> int | None:
+            return self.picker.pick(PickView(now=now, candidates=candidates,
+                                             availability=pieces.availability,
+                                             have_count=pieces.have_count,
+                                             num_pieces=pieces.num_pieces))
+
+        requests = pieces.next_requests(nbr, nbr.remote_has, wanted, nbr.outstanding, pick, now)
+        out = []
+        for index, begin, length in requests:
+            nbr.outstanding[(index, begin)] = length
+            nbr.cancelled.discard((index, begin))
+            out.append(wire.encode(wire.Request(index=index, begin=begin, length=length)))
+        return b"".join(out)
+
+    def withdraw(self, nbr: Neighbour) -> None:
+        """Forget our requests to it: its answers are harmless, the blocks free for others."""
+        self.pieces.release(nbr, list(nbr.outstanding))
+        nbr.cancelled.update(nbr.outstanding)
+        nbr.outstanding.clear()
+
+    def cancel_duplicates(self, nbr: Neighbour,
+                          key: tuple[int, int]) -> list[tuple[Neighbour, bytes]]:
+        """End game: block ``key`` came from ``nbr``; withdraw the same request from everyone
+        else. Returns each neighbour that had it out, with the cancel message to send it."""
+        piece = self.pieces.active.get(key[0])
+        if piece is None:
+            return []
+        cancels = []
+        for other in list(piece.requesters[key[1] // BLOCK_SIZE]):
+            if other is nbr or not isinstance(other, Neighbour):
+                continue
+            length = other.outstanding.pop(key, None)
+            if length is not None:
+                other.cancelled.add(key)
+                cancels.append((other, wire.encode(wire.Cancel(index=key[0], begin=key[1],
+                                                               length=length))))
+        return cancels

@@ -1,0 +1,575 @@
+"""The protocol core of one peer: every decision about its neighbours, with no I/O.
+
+Shaped like h11's ``Connection`` and the tracker's ``Swarm``: the node (peer/node.py) tells the
+session what happened (a connection opened, a handshake or a message arrived, a block went out,
+a timer fired, a connection closed), passing the time in, and gets back what to do, as a list
+of actions: bytes to send to a connection, a connection to close, an event to log, a rechoke
+to run soon, the download completed. The session owns interest, choking, the request pipeline,
+end game cancels, have suppression, hash-failure strikes, the duplicate-connection tie-break
+and the rechoke; the node owns sockets, tasks, token buckets, timers and the event log.
+
+Connections are named by the node's connection id (``cid``), from TCP connect or accept on; a
+connection is a *neighbour* once its handshake is accepted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from collections.abc import Sequence
+from typing import Any
+
+from peer import bencode, wire
+from peer.actions import (
+    NOTHING,
+    Action,
+    Close,
+    CloseConnection,
+    Completed,
+    Log,
+    RechokeSoon,
+    Send,
+    SetUploadCap,
+    UploadQueued,
+)
+from peer.config import ProtocolSettings
+from peer.errors import BencodeError
+from peer.eventlog import peer_id_text
+from peer.neighbour import Neighbour
+from peer.pieces import BlockResult, PieceDone, PieceState
+from peer.policy_types import (
+    Choker,
+    ChokeView,
+    Decision,
+    NeighbourView,
+    PiecePicker,
+    RechokeTrigger,
+)
+from peer.requests import RequestPipeline
+from peer.tracker_client import Address, AnnounceRequest
+
+MAX_QUEUED_REQUESTS = 2000
+"""Requests we queue from one neighbour (libtorrent's default); more are dropped."""
+REQUEST_TIMEOUT = 15.0
+"""Requests unanswered this long while unchoked go back to the pool for other neighbours."""
+MAX_FAILED_PIECES = 3
+"""Close a neighbour after it took part in this many pieces that failed their hash."""
+ESTABLISHED_AGE = 2.0
+"""A duplicate connection never replaces one that has been up this long (seconds)."""
+EXTENSION_BIT = 0x10
+"""BEP 10: reserved byte 5, bit 0x10 announces the extension protocol."""
+EXTENDED = 20
+"""BEP 10's message id."""
+RESERVED = bytes([0, 0, 0, 0, 0, EXTENSION_BIT, 0, 0])
+NO_DECISION = Decision("choke", "no decision")
+
+
+class Session:
+    """Every neighbour of one peer and what to do about each. See the module docstring."""
+
+    def __init__(self, *, peer_id: bytes, info_hash: bytes, pieces: PieceState,
+                 settings: ProtocolSettings, upload_capacity: float | None, choker: Choker,
+                 picker: PiecePicker, rng: random.Random) -> None:
+        self.peer_id = peer_id
+        self.info_hash = info_hash
+        self.pieces = pieces
+        self.settings = settings
+        self.upload_capacity = upload_capacity
+        """Our upload cap in bytes/s (None: unlimited), for the choker's view."""
+        self.choker = choker
+        self.requests = RequestPipeline(pieces, picker, settings.pipeline_depth)
+        self.rng = rng
+        """Seeded by the peer's seed: the order in which tracker peers are dialled."""
+        self.our_handshake = wire.encode(wire.Handshake(info_hash=info_hash, peer_id=peer_id,
+                                                    reserved=RESERVED))
+        """The handshake we send on every connection."""
+        self.neighbours: dict[bytes, Neighbour] = {}
+        """Connections whose handshake was accepted, by peer id."""
+        self._connections: dict[int, Neighbour] = {}
+        """Every open connection, handshake done or not, by connection id."""
+        self.dialing: set[Address] = set()
+        self.peer_at: dict[Address, bytes] = {}
+        """Listening address -> peer id, learnt from the handshakes of connections we dialled
+        and from BEP 10 handshakes."""
+        self.counters: dict[str, list[int]] = {}
+        """Peer -> [bytes up, bytes down] since it first connected."""
+        self._counters_logged: dict[str, tuple[int, ...]] = {}
+        self._counters_dirty = True
+        self.uploaded = 0
+        self.downloaded = 0
+        self.rechoke_round = 0
+        self.listen_port = 0
+        self.start_time = 0.0
+        self._out: list[Action] = []
+
+    # --- queries ----------------------------------------------------------------------------
+
+    @property
+    def complete(self) -> bool:
+        return self.pieces.complete
+
+    @property
+    def connection_count(self) -> int:
+        """Open connections, handshake done or not: what ``max_neighbours`` caps."""
+        return len(self._connections)
+
+    def is_open(self, cid: int) -> bool:
+        return cid in self._connections
+
+    def is_registered(self, cid: int) -> bool:
+        nbr = self._connections.get(cid)
+        return nbr is not None and nbr.registered
+
+    def neighbour(self, cid: int) -> Neighbour | None:
+        """The state of an open connection (for inspection; the session changes it)."""
+        return self._connections.get(cid)
+
+    def announce_request(self, event: str) -> AnnounceRequest:
+        pieces = self.pieces
+        left = pieces.length - (pieces.length if pieces.complete else pieces.bytes_verified)
+        return AnnounceRequest(info_hash=self.info_hash, peer_id=self.peer_id,
+                               port=self.listen_port, uploaded=self.uploaded,
+                               downloaded=self.downloaded, left=left,
+                               numwant=self.settings.numwant,
+                               event=event)
+
+    # --- the node's life --------------------------------------------------------------------
+
+    def started(self, listen_port: int, now: float) -> None:
+        self.listen_port = listen_port
+        self.start_time = now
+
+    def peers_to_dial(self, peers: list[Address], own: Address) -> list[Address]:
+        """Which of the tracker's peers to dial now (marked as being dialled), in a seeded
+        random order, up to ``max_neighbours``; call ``dial_ended`` when each dial is over."""
+        known = {nbr.addr for nbr in self._connections.values()}
+        # An accepted connection shows the remote's ephemeral port, not the one it listens on,
+        # so the tracker's address of a neighbour we accepted is unknown to us until we dial it
+        # once; after that dial's handshake we know whose address it is.
+        known.update(f"{host}:{port}" for (host, port), peer_id in self.peer_at.items()
+                     if peer_id in self.neighbours)
+        self.rng.shuffle(peers)
+        chosen = []
+        for host, port in peers:
+            if len(self._connections) + len(self.dialing) >= self.settings.max_neighbours:
+                break
+            if (host, port) == own or (host, port) in self.dialing or f"{host}:{port}" in known:
+                continue
+            self.dialing.add((host, port))
+            chosen.append((host, port))
+        return chosen
+
+    def dial_ended(self, address: Address) -> None:
+        self.dialing.discard(address)
+
+    def connection_opened(self, cid: int, addr: str, direction: str,
+                          now: float) -> Sequence[Action]:
+        """A TCP connection was dialled (``out``) or accepted (``in``); over the neighbour cap
+        an accepted one is refused at once."""
+        if direction == "in" and len(self._connections) >= self.settings.max_neighbours:
+            self._log("conn_close", peer=None, addr=addr, reason="neighbour cap", up=0, down=0)
+            self._out.append(Close(cid, "neighbour cap"))
+            return self._flush()
+        self._connections[cid] = Neighbour(cid, addr, direction,
+                                           num_pieces=self.pieces.num_pieces,
+                                           rate_window=self.settings.rate_window, now=now)
+        return NOTHING
+
+    def connection_closed(self, cid: int, reason: str, now: float) -> Sequence[Action]:
+        """The node ended a connection (remote closed, protocol error, shutdown). Harmless for
+        one the session closed itself."""
+        nbr = self._connections.get(cid)
+        if nbr is not None:
+            self._unregister(nbr, reason, now)
+        return self._flush()
+
+    def close_all(self, reason: str, now: float) -> Sequence[Action]:
+        for nbr in list(self._connections.values()):
+            self._unregister(nbr, reason, now)
+        return self._flush()
+
+    # --- handshakes -------------------------------------------------------------------------
+
+    def handshake_received(self, cid: int, handshake: wire.Handshake,
+                           now: float) -> Sequence[Action]:
+        """Accept the connection as a neighbour, or close it (wrong torrent, ourselves, or the
+        losing side of a duplicate)."""
+        nbr = self._connections.get(cid)
+        if nbr is None:
+            return self._flush()
+        try:
+            self._accept_handshake(nbr, handshake, now)
+        except CloseConnection as exc:
+            self._close(nbr, exc.reason, now)
+        return self._flush()
+
+    def _accept_handshake(self, nbr: Neighbour, handshake: wire.Handshake, now: float) -> None:
+        if handshake.info_hash != self.info_hash:
+            raise CloseConnection("wrong info_hash")
+        if handshake.peer_id == self.peer_id:
+            raise CloseConnection("self")
+        peer_id = handshake.peer_id
+        nbr.peer_id = peer_id
+        nbr.peer = peer_id_text(peer_id)
+        if nbr.direction == "out":
+            host, _, port = nbr.addr.rpartition(":")
+            self.peer_at[(host, int(port))] = peer_id
+        existing = self.neighbours.get(peer_id)
+        if existing is not None:
+            # Both sides may dial each other at once. Both keep the connection dialled by the
+            # smaller peer id, so exactly one survives whichever side decides first. A
+            # connection established for a while is kept whatever the ids: both ends see it as
+            # old, and it carries state (unchokes, requests) worth keeping.
+            established = now - existing.connected_at >= ESTABLISHED_AGE
+            keep_new = not established and existing.direction != nbr.direction and \
+                (nbr.direction == "out") == (self.peer_id < peer_id)
+            if not keep_new:
+                raise CloseConnection("duplicate")
+            self._close(existing, "duplicate", now)
+        nbr.registered = True
+        self.neighbours[peer_id] = nbr
+        self._log("conn_open", peer=nbr.peer, addr=nbr.addr, dir=nbr.direction)
+        self.counters.setdefault(nbr.peer, [0, 0])
+        if self.pieces.have_count:
+            bits = wire.bits_from_flags(self.pieces.have)
+            self._send(nbr, wire.encode(wire.Bitfield(bits=bits)))
+        if handshake.reserved[5] & EXTENSION_BIT:
+            # BEP 10 extended handshake, only to tell our listening port ("p"): with it the
+            # remote can tell that the tracker's address for us is this connection.
+            payload = b"\x00" + bencode.encode({"m": {}, "p": self.listen_port,
+                                                "v": "bt-testbed"})
+            self._send(nbr, wire.encode(wire.Unknown(msg_id=EXTENDED, payload=payload)))
+
+    # --- incoming messages ------------------------------------------------------------------
+
+    def bytes_received(self, cid: int, now: float) -> None:
+        """Anything at all arrived: the connection is not stalled."""
+        nbr = self._connections.get(cid)
+        if nbr is not None:
+            nbr.last_received = now
+
+    def message_received(self, cid: int, message: wire.Message,
+                         now: float) -> Sequence[Action]:
+        """One decoded message from a neighbour. Call ``end_of_batch`` after the last message
+        of what one receive brought: pipelines are refilled once per batch, not per block."""
+        nbr = self._connections.get(cid)
+        if nbr is None or not nbr.registered:
+            return self._flush()  # closed earlier in this batch: the rest means nothing now
+        try:
+            if isinstance(message, wire.Piece):
+                self._on_block(nbr, message, now)
+                nbr.got_block = True
+            else:
+                self._on_message(nbr, message, now)
+        except CloseConnection as exc:
+            self._close(nbr, exc.reason, now)
+        return self._flush()
+
+    def end_of_batch(self, cid: int, now: float) -> Sequence[Action]:
+        nbr = self._connections.get(cid)
+        if nbr is not None and nbr.got_block:
+            nbr.got_block = False
+            self._fill_requests(nbr, now)
+        return self._flush()
+
+    def _on_message(self, nbr: Neighbour, message: wire.Message, now: float) -> None:
+        if isinstance(message, wire.Have):
+            self._set_has(nbr, message.index)
+            self._update_interest(nbr, now)
+        elif isinstance(message, wire.Request):
+            self._on_request(nbr, message)
+        elif isinstance(message, wire.Unchoke):
+            nbr.peer_choking = False
+            nbr.unchoked_us_at = now
+            self._fill_requests(nbr, now)
+        elif isinstance(message, wire.Choke):
+            nbr.peer_choking = True
+            # BEP 3: a choke discards every pending request; those blocks go back to the pool.
+            self.requests.withdraw(nbr)
+        elif isinstance(message, wire.Interested):
+            nbr.peer_interested = True
+            if self.settings.unchoke_when_free and nbr.am_choking:
+                self._out.append(RechokeSoon("interest"))
+        elif isinstance(message, wire.NotInterested):
+            nbr.peer_interested = False
+            if self.settings.unchoke_when_free and not nbr.am_choking:
+                self._out.append(RechokeSoon("interest"))
+        elif isinstance(message, wire.Bitfield):
+            self._on_bitfield(nbr, message.bits, now)
+        elif isinstance(message, wire.Cancel):
+            with contextlib.suppress(ValueError):
+                nbr.uploads.remove((message.index, message.begin, message.length))
+        elif isinstance(message, wire.Unknown) and message.msg_id == EXTENDED:
+            self._on_extended(nbr, message.payload)
+        # KeepAlive, Port and other extension messages need nothing from us.
+
+    def _on_extended(self, nbr: Neighbour, payload: bytes) -> None:
+        """Learn a neighbour's listening port from its BEP 10 handshake; ignore the rest."""
+        if not payload or payload[0] != 0:
+            return
+        try:
+            handshake = bencode.decode(payload[1:])
+        except BencodeError:
+            return  # liberal in what we accept: extensions are optional
+        port = handshake.get(b"p") if isinstance(handshake, dict) else None
+        if isinstance(port, int) and 0 < port < 65536 and nbr.peer_id is not None:
+            self.peer_at[(nbr.addr.rpartition(":")[0], port)] = nbr.peer_id
+
+    def _on_request(self, nbr: Neighbour, request: wire.Request) -> None:
+        if not self.pieces.valid_block(request.index, request.begin, request.length):
+            raise CloseConnection(f"protocol error: request outside the file ({request.index}, "
+                                  f"{request.begin}, {request.length})")
+        if not self.pieces.have[request.index]:
+            raise CloseConnection(f"protocol error: request for piece {request.index}, "
+                                  f"which we do not have")
+        if nbr.am_choking or len(nbr.uploads) >= MAX_QUEUED_REQUESTS:
+            return  # BEP 3: requests from a choked peer are dropped
+        nbr.uploads.append((request.index, request.begin, request.length))
+        self._out.append(UploadQueued(nbr.cid))
+
+    def _on_bitfield(self, nbr: Neighbour, bits: bytes, now: float) -> None:
+        # aria2 sends fresh bitfields instead of have messages: treat each as the full set.
+        flags = wire.flags_from_bits(bits, self.pieces.num_pieces)
+        self.pieces.add_availability(nbr.remote_has, -1)
+        nbr.remote_has = flags
+        nbr.remote_count = sum(flags)
+        self.pieces.add_availability(flags, +1)
+        have = self.pieces.have
+        nbr.interesting = sum(1 for i, f in enumerate(flags) if f and not have[i])
+        self._update_interest(nbr, now)
+
+    def _set_has(self, nbr: Neighbour, index: int) -> None:
+        if index >= self.pieces.num_pieces:
+            raise CloseConnection(f"protocol error: have for piece {index} outside the torrent")
+        if nbr.remote_has[index]:
+            return
+        nbr.remote_has[index] = 1
+        nbr.remote_count += 1
+        self.pieces.availability[index] += 1
+        if not self.pieces.have[index]:
+            nbr.interesting += 1
+
+    def _update_interest(self, nbr: Neighbour, now: float) -> None:
+        if self.pieces.complete and nbr.remote_count == self.pieces.num_pieces:
+            self._close(nbr, "both seeds", now)
+            return
+        want = nbr.interesting > 0
+        if want != nbr.am_interested:
+            nbr.am_interested = want
+            self._send(nbr, wire.INTERESTED_BYTES if want else wire.NOT_INTERESTED_BYTES)
+            if want:
+                self._fill_requests(nbr, now)
+
+    # --- blocks and pieces ------------------------------------------------------------------
+
+    def _on_block(self, nbr: Neighbour, piece_msg: wire.Piece, now: float) -> None:
+        key = (piece_msg.index, piece_msg.begin)
+        length = nbr.outstanding.pop(key, None)
+        if length is None:
+            if key in nbr.cancelled:
+                nbr.cancelled.discard(key)
+                return  # answer to a request we cancelled (or voided by a choke): harmless
+            raise CloseConnection(f"protocol error: piece {key} that nobody asked for")
+        block = piece_msg.block
+        if len(block) != length:
+            raise CloseConnection(f"protocol error: block {key} of {len(block)} bytes, "
+                                  f"asked for {length}")
+        size = len(block)
+        nbr.down += size
+        nbr.down_meter.add(size, now)
+        nbr.last_block_at = now
+        self.downloaded += size
+        self.counters[nbr.peer][1] += size
+        self._counters_dirty = True
+        if self.pieces.end_game:
+            for other, cancel in self.requests.cancel_duplicates(nbr, key):
+                self._send(other, cancel)
+                self._fill_requests(other, now)
+        result, done = self.pieces.on_block(nbr, nbr.peer, piece_msg.index, piece_msg.begin,
+                                            block)
+        if result == BlockResult.ACCEPTED and done is not None:
+            self._on_piece_done(done, now)
+
+    def _on_piece_done(self, done: PieceDone, now: float) -> None:
+        blame = [] if done.ok else list(done.senders)
+        self._log("piece", index=done.index, size=done.size, start=round(done.started_at, 4),
+                  ok=done.ok, blame=blame, **{"from": list(done.senders)})
+        if not done.ok:
+            for nbr in list(self.neighbours.values()):
+                if nbr.peer in done.senders:
+                    nbr.failed_pieces += 1
+                    if nbr.failed_pieces >= MAX_FAILED_PIECES:
+                        self._close(nbr, f"sent {nbr.failed_pieces} pieces that failed the hash",
+                                    now)
+            return
+        have_message = wire.encode(wire.Have(index=done.index))
+        for nbr in list(self.neighbours.values()):
+            if nbr.remote_has[done.index]:
+                # Have suppression: a neighbour that holds the piece learns nothing it acts on
+                # (it never asks us for it, and its interest in us does not change), while in a
+                # 40-peer mesh have messages outnumber blocks by far and each costs a send and a
+                # receive.
+                nbr.interesting -= 1
+            else:
+                self._out.append(Send(nbr.cid, have_message, lazy=True))
+            self._update_interest(nbr, now)
+        if self.pieces.complete:
+            self._log("complete", downloaded=self.downloaded,
+                      elapsed=round(now - self.start_time, 4))
+            self._out.append(Completed())
+
+    # --- uploads ----------------------------------------------------------------------------
+
+    def next_upload(self, cid: int) -> tuple[int, int, int] | None:
+        """The next block a neighbour asked for, (piece, begin, length), while we unchoke it."""
+        nbr = self._connections.get(cid)
+        if nbr is None or not nbr.uploads or nbr.am_choking:
+            return None
+        return nbr.uploads.popleft()
+
+    def is_choking(self, cid: int) -> bool:
+        """We choke it (or it is gone): a block taken from its queue must not be sent."""
+        nbr = self._connections.get(cid)
+        return nbr is None or nbr.am_choking
+
+    def block_sent(self, cid: int, length: int, now: float) -> None:
+        nbr = self._connections.get(cid)
+        if nbr is None:
+            return
+        nbr.up += length
+        nbr.up_meter.add(length, now)
+        self.uploaded += length
+        self.counters[nbr.peer][0] += length
+        self._counters_dirty = True
+
+    # --- requests ---------------------------------------------------------------------------
+
+    def _fill_requests(self, nbr: Neighbour, now: float) -> None:
+        requests = self.requests.top_up(nbr, now)
+        if requests:
+            self._send(nbr, requests)
+
+    # --- timers -----------------------------------------------------------------------------
+
+    def housekeeping(self, now: float) -> Sequence[Action]:
+        """The periodic tick: log the byte counters, close stalled connections, and take back
+        requests a neighbour sits on."""
+        self._emit_counters()
+        for nbr in list(self.neighbours.values()):
+            if now - nbr.last_received > self.settings.stall_timeout:
+                self._close(nbr, "stalled", now)
+            elif nbr.outstanding and \
+                    now - max(nbr.last_block_at, nbr.unchoked_us_at) > REQUEST_TIMEOUT:
+                self.requests.withdraw(nbr)
+                for other in self.neighbours.values():
+                    if other is not nbr:
+                        self._fill_requests(other, now)
+        return self._flush()
+
+    def emit_counters(self, *, force: bool = False) -> Sequence[Action]:
+        self._emit_counters(force=force)
+        return self._flush()
+
+    def _emit_counters(self, force: bool = False) -> None:
+        if not (self._counters_dirty or force):
+            return
+        self._counters_dirty = False
+        # Only neighbours whose counts moved since the last line: a peer with dozens of idle
+        # neighbours would otherwise repeat them every second and bloat the log tenfold.
+        changed = {peer: list(pair) for peer, pair in self.counters.items()
+                   if self._counters_logged.get(peer) != tuple(pair)}
+        for peer, pair in changed.items():
+            self._counters_logged[peer] = tuple(pair)
+        self._log("counters", up=self.uploaded, down=self.downloaded, n=changed)
+
+    # --- choking ----------------------------------------------------------------------------
+
+    def rechoke(self, trigger: RechokeTrigger, now: float) -> Sequence[Action]:
+        """Ask the choker, act on its decisions, and log them (a ``timer`` rechoke lists every
+        neighbour; a triggered one only the changed decisions, and no line if none changed)."""
+        nbrs = list(self.neighbours.values())
+        views = tuple(nbr.view(now, self.settings.snub_time, self.pieces.num_pieces)
+                      for nbr in nbrs)
+        decisions = self.choker.rechoke(ChokeView(
+            now=now, round=self.rechoke_round, trigger=trigger, we_are_seed=self.pieces.complete,
+            neighbours=views, settings=self.settings, upload_capacity=self.upload_capacity))
+        lines = []
+        for nbr, view in zip(nbrs, views, strict=True):
+            decision = decisions.get(nbr.peer, NO_DECISION)
+            self._apply(nbr, decision, now)
+            if trigger != "timer" and decision.kind == view.current:
+                continue  # between timer rechokes only the changes are worth a log line
+            lines.append(_rechoke_line(view, decision))
+        if trigger != "timer" and not lines:
+            return self._flush()  # a triggered rechoke that changed nothing: not worth a line
+        self._log("rechoke", round=self.rechoke_round, trigger=trigger,
+                  seed=self.pieces.complete,
+                  optimistic_rotated=any(d.rotated for d in decisions.values()), nbrs=lines)
+        self.rechoke_round += 1
+        return self._flush()
+
+    def _apply(self, nbr: Neighbour, decision: Decision, now: float) -> None:
+        nbr.decision = decision.kind
+        unchoke = decision.kind != "choke"
+        cap = decision.rate if unchoke else None
+        if cap != nbr.upload_cap:
+            nbr.upload_cap = cap
+            self._out.append(SetUploadCap(nbr.cid, cap))
+        if unchoke and nbr.am_choking:
+            nbr.am_choking = False
+            nbr.last_unchoked = now
+            self._send(nbr, wire.UNCHOKE_BYTES)
+        elif not unchoke and not nbr.am_choking:
+            nbr.am_choking = True
+            nbr.uploads.clear()
+            self._send(nbr, wire.CHOKE_BYTES)
+
+    # --- closing ----------------------------------------------------------------------------
+
+    def _close(self, nbr: Neighbour, reason: str, now: float) -> None:
+        self._unregister(nbr, reason, now)
+        self._out.append(Close(nbr.cid, reason))
+
+    def _unregister(self, nbr: Neighbour, reason: str, now: float) -> None:
+        if self._connections.pop(nbr.cid, None) is None:
+            return
+        if not nbr.registered:
+            self._log("conn_close", peer=nbr.peer or None, addr=nbr.addr, reason=reason,
+                      up=0, down=0)
+            return
+        nbr.registered = False
+        if nbr.peer_id is not None and self.neighbours.get(nbr.peer_id) is nbr:
+            del self.neighbours[nbr.peer_id]
+        self.pieces.add_availability(nbr.remote_has, -1)
+        self.pieces.release(nbr, list(nbr.outstanding))
+        nbr.outstanding.clear()
+        self._log("conn_close", peer=nbr.peer, addr=nbr.addr, reason=reason, up=nbr.up,
+                  down=nbr.down)
+        if not nbr.am_choking and self.settings.unchoke_when_free:
+            self._out.append(RechokeSoon("disconnect"))
+        # Blocks it was fetching are free again: let others pick them up.
+        for other in self.neighbours.values():
+            self._fill_requests(other, now)
+
+    # --- output -----------------------------------------------------------------------------
+
+    def _send(self, nbr: Neighbour, data: bytes) -> None:
+        self._out.append(Send(nbr.cid, data))
+
+    def _log(self, ev: str, **fields: Any) -> None:
+        self._out.append(Log(ev, fields))
+
+    def _flush(self) -> Sequence[Action]:
+        out = self._out
+        if not out:
+            return NOTHING
+        self._out = []
+        return out
+
+
+def _rechoke_line(view: NeighbourView, decision: Decision) -> dict[str, Any]:
+    """One neighbour's entry in the rechoke log event."""
+    return {"peer": view.peer, "down_rate": round(view.down_rate, 1),
+            "up_rate": round(view.up_rate, 1), "interested": view.interested,
+            "choking_us": view.choking_us, "snubbed": view.snubbed, "decision": decision.kind,
+            "reason": decision.reason, "rate": decision.rate}
