@@ -526,8 +526,8 @@ def utilisation_over_time(run: Run, step: float | None = None, *,
 
 def utilisation_step(run: Run) -> float:
     """The default interval of ``utilisation_table``: 10 s (a rechoke period), or a tenth of
-    the run (at least 1 s) when it lasted under 100 s."""
-    return max(1.0, min(10.0, run.end / 10))
+    the run rounded to whole seconds (at least 1 s) when it lasted under 100 s."""
+    return max(1.0, min(10.0, float(round(run.end / 10))))
 
 
 def utilisation_table(run: Run, step: float | None = None) -> pd.DataFrame:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -10,6 +11,7 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # after use("Agg"): the backend must be chosen first
 import numpy as np
+from matplotlib.axes import Axes
 
 from analysis import injection, metrics
 from analysis.load import Run
@@ -142,8 +144,8 @@ def utilisation(run: Run, out: Path) -> Path:
     return _save(fig, out)
 
 
-def _steps(ax: plt.Axes, t0: np.ndarray, t: np.ndarray, values: np.ndarray,
-           **style: object) -> None:
+def _steps(ax: Axes, t0: np.ndarray, t: np.ndarray, values: np.ndarray,
+           **style: Any) -> None:
     """One value per interval (t0, t], drawn as a flat step across it."""
     if len(t):
         ax.step(np.append(t0, t[-1]), np.append(values, values[-1]), where="post", **style)
@@ -186,12 +188,12 @@ def piece_injection(run: Run, out: Path) -> Path:
     held = contrib.loc[contrib["status"] == injection.ALREADY_HELD, "t"].to_numpy()
     summary = injection.injection(run)
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for times, label, style in (
-            (first, "pieces outside the initial seeds", {"color": "tab:blue"}),
-            (contrib["t"].to_numpy(), "pieces the initial seeds sent to", {"color": "tab:gray"}),
-            (held, "… of which already held elsewhere", {"color": "tab:red"})):
+    for times, label, colour in (
+            (first, "pieces outside the initial seeds", "tab:blue"),
+            (contrib["t"].to_numpy(), "pieces the initial seeds sent to", "tab:gray"),
+            (held, "… of which already held elsewhere", "tab:red")):
         ax.step(np.concatenate([[0.0], times]), np.arange(len(times) + 1), where="post",
-                label=label, **style)
+                label=label, color=colour)
     t0, f_us = summary["injection_start"], summary["f_over_u_s"]
     if f_us is not None and t0 is not None:
         ax.plot([t0, t0 + f_us], [0, run.num_pieces], color="black", linestyle="--",
