@@ -606,24 +606,10 @@ def time_stats(times: Sequence[float]) -> dict[str, float | None]:
 
 
 def topology_bounds(exp: Experiment) -> tuple[float, float]:
-    """(D_p2p, D_cs) for the experiment: the initial seeds together are the server."""
-    seeds = [p for p in exp.peers if p.role == "seed"]
-    leechers = exp.leechers
-    if not leechers:
-        return 0.0, 0.0
-    seed_rates = [p.upload.rate for p in seeds]
-    u_s: float | None
-    if not seeds:
-        u_s = 0.0
-    elif any(r is None for r in seed_rates):
-        u_s = None
-    else:
-        u_s = float(sum(r for r in seed_rates if r is not None))
-    size = exp.content.size
-    downloads = [p.download.rate for p in leechers]
-    uploads = [p.upload.rate for p in leechers]
-    return (bounds.p2p_time(size, u_s, uploads, downloads),
-            bounds.client_server_time(size, u_s, downloads))
+    """(D_p2p, D_cs) for the experiment: the initial seeds together are the server. The inputs
+    come from its ``experiment.json`` form, as the analysis reads them (testbed.bounds)."""
+    inputs = bounds.bound_inputs(exp.to_json())
+    return inputs.d_p2p(), inputs.d_cs()
 
 
 def format_summary(summary: dict[str, Any], run_dir: Path) -> str:
