@@ -47,7 +47,8 @@ def _held_at_start(run: Run) -> list[pd.DataFrame]:
         have = run.initial_pieces.get(name, np.empty(0, np.int64))
         if len(have) and not math.isnan(t0):
             held.append(pd.DataFrame({"t": t0, "peer": name, "index": have.astype(np.int64),
-                                      "start": math.nan, "from": [[] for _ in have]}))
+                                      "start": math.nan, "size": math.nan,
+                                      "from": [[] for _ in have]}))
     return held
 
 
@@ -56,17 +57,18 @@ def copies_outside_seeds(run: Run) -> pd.DataFrame:
 
     One row per verified piece event at a peer whose role is not ``seed``, and one per piece
     such a peer already held at its start (``t`` = its start, no senders). Columns: t, peer,
-    index, start (the piece's first request; NaN for a piece held at start), from (senders),
-    seeds (the initial seeds among the senders), leave (when the peer left; inf if it stayed to
-    the run's end). Sorted by t; ties keep log order. External peers log nothing, so their
-    copies are unknown.
+    index, start (the piece's first request; NaN for a piece held at start), size (bytes; NaN
+    for a piece held at start), from (senders), seeds (the initial seeds among the senders),
+    leave (when the peer left; inf if it stayed to the run's end). Sorted by t; ties keep log
+    order. External peers log nothing, so their copies are unknown.
     """
     seeds = _seed_names(run)
     pc = run.pieces[run.pieces["ok"] & ~run.pieces["peer"].astype(str).isin(seeds)]
     pc = pc[(pc["index"] >= 0) & (pc["index"] < run.num_pieces)]
     events = pd.DataFrame({"t": pc["t"].astype(float), "peer": pc["peer"].astype(str),
                            "index": pc["index"].astype(np.int64),
-                           "start": pc["start"].astype(float), "from": pc["from"]})
+                           "start": pc["start"].astype(float), "size": pc["size"].astype(float),
+                           "from": pc["from"]})
     held = _held_at_start(run)
     copies = pd.concat([*held, events], ignore_index=True) if held else events
     copies = copies.sort_values("t", kind="stable").reset_index(drop=True)
@@ -148,12 +150,12 @@ def seed_contributions(run: Run) -> pd.DataFrame:
     Events are ``copies_outside_seeds`` in time order. status is ``new`` for the first copy of
     its piece outside the seeds, else ``already held`` (an earlier copy existed: a verified
     event at another peer, or a piece a peer held at its start). Columns: t, start, peer, index,
-    seeds, senders (how many peers sent blocks), status, first_t (the piece's first copy
-    outside the seeds), delay = start − first_t (> 0: requested after the first copy was
-    complete), holder_present (an earlier copy's peer had not left by t: another peer held it
-    then, not merely once). The log names a piece's senders, not their bytes, so an event
-    counts once whatever share of its blocks the seed sent. Failed pieces (``ok`` false) are
-    left out: they add no copy.
+    size, seeds, senders (how many peers sent blocks), seed_share = seeds among the senders /
+    senders, status, first_t (the piece's first copy outside the seeds), delay = start −
+    first_t (> 0: requested after the first copy was complete), holder_present (an earlier
+    copy's peer had not left by t: another peer held it then, not merely once). The log names a
+    piece's senders, not their bytes: seed_share is the seeds' part of its blocks if every
+    sender sent as many. Failed pieces (``ok`` false) are left out: they add no copy.
     """
     copies = copies_outside_seeds(run)
     by_piece = copies.groupby("index", sort=False)
@@ -164,17 +166,22 @@ def seed_contributions(run: Run) -> pd.DataFrame:
     copies["holder_present"] = earlier_leave.fillna(-np.inf).to_numpy() > copies["t"].to_numpy()
     out = copies[copies["seeds"].map(len) > 0].copy()
     out["senders"] = out["from"].map(len)
+    out["seed_share"] = out["seeds"].map(len) / out["senders"]
     out["delay"] = np.where(out["status"] == ALREADY_HELD, out["start"] - out["first_t"],
                             np.nan)
-    return out[["t", "start", "peer", "index", "seeds", "senders", "status", "first_t", "delay",
-                "holder_present"]].reset_index(drop=True)
+    return out[["t", "start", "peer", "index", "size", "seeds", "senders", "seed_share",
+                "status", "first_t", "delay", "holder_present"]].reset_index(drop=True)
 
 
-def _counts(contrib: pd.DataFrame) -> dict[str, Any]:
+def _counts(contrib: pd.DataFrame, weight: pd.Series) -> dict[str, Any]:
+    """Counts and shares over ``contrib``; ``weight`` is each event's part of its blocks
+    credited to the seed(s) counted (the even split)."""
     held = contrib["status"] == ALREADY_HELD
-    n = len(contrib)
+    n, total = len(contrib), float(weight.sum())
     return {"contributions": n, "new": int((~held).sum()), "already_held": int(held.sum()),
-            "share": float(held.sum()) / n if n else None}
+            "share": float(held.sum()) / n if n else None,
+            "share_split": float(weight[held].sum()) / total if total else None,
+            "split_bytes": float((weight * contrib["size"]).sum())}
 
 
 def seed_redundancy(run: Run) -> dict[str, Any]:
@@ -182,12 +189,15 @@ def seed_redundancy(run: Run) -> dict[str, Any]:
 
     Over ``seed_contributions``: contributions (events an initial seed sent to), new,
     already_held, share = already_held / contributions (0 when the seeds sent each piece once),
+    share_split = Σ_already-held seed_share / Σ seed_share (each event weighed by the seeds'
+    part of its blocks under an even split among its senders: an estimate of the share of
+    bytes), split_bytes = Σ seed_share × size (the bytes that split credits to the seeds),
     holder_present (already held by a peer still there), requested_after_first_copy (already
     held and start > first_t: the receiver asked after a copy existed elsewhere) and
     median_delay (median start − first_t over those). Bytes from ``run.peers``: seed_up = Σ U
     of the initial seeds, copies_sent = seed_up / F (1 at best with one seed: each piece once).
     by_seed: per initial seed, the counts over the events it sent to (an event two seeds sent
-    to counts for both) and its own U.
+    to counts for both; its split weight is 1 / senders) and its own U.
     """
     contrib = seed_contributions(run)
     held = contrib[contrib["status"] == ALREADY_HELD]
@@ -197,8 +207,9 @@ def seed_redundancy(run: Run) -> dict[str, Any]:
     by_seed = {}
     for name, up in zip(seeds["name"].astype(str), seeds["up"].astype(float), strict=True):
         mine = contrib[contrib["seeds"].map(lambda s, n=name: n in s)]
-        by_seed[name] = {**_counts(mine), "up": _number(up)}
-    return {**_counts(contrib), "holder_present": int(held["holder_present"].sum()),
+        by_seed[name] = {**_counts(mine, 1 / mine["senders"]), "up": _number(up)}
+    return {**_counts(contrib, contrib["seed_share"]),
+            "holder_present": int(held["holder_present"].sum()),
             "requested_after_first_copy": len(after),
             "median_delay": float(after["delay"].median()) if len(after) else None,
             "seed_up": seed_up,

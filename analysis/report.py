@@ -184,9 +184,11 @@ def _injection_text(inj: dict[str, Any], red: dict[str, Any]) -> str:
     lines = [f"\nevery piece in the swarm (outside the initial seeds) at {done}"]
     if red["contributions"]:
         share = f"{100 * red['share']:.0f} %"
+        split = f"{100 * red['share_split']:.0f} %"
         lines.append(
             f"initial seeds' piece contributions: {red['contributions']}, new "
-            f"{red['new']}, already held elsewhere {red['already_held']} ({share}; "
+            f"{red['new']}, already held elsewhere {red['already_held']} ({share}; {split} "
+            f"with each piece's blocks split evenly among its senders; "
             f"{red['holder_present']} by a peer still present; "
             f"{red['requested_after_first_copy']} requested after the first copy was complete, "
             f"median {_fmt(red['median_delay'], 1)} s later)")

@@ -44,7 +44,8 @@ def test_seed_that_sends_each_piece_once(tmp_path):
     assert set(per_piece["first_peer"]) == {"a"} and per_piece["from_seed"].all()
     red = injection.seed_redundancy(run)
     assert (red["contributions"], red["new"], red["already_held"]) == (4, 4, 0)
-    assert red["share"] == 0.0 and red["requested_after_first_copy"] == 0
+    assert red["share"] == 0.0 and red["share_split"] == 0.0
+    assert red["requested_after_first_copy"] == 0 and red["split_bytes"] == 400
     assert red["median_delay"] is None
     assert red["seed_up"] == 400 and red["copies_sent"] == 1.0
 
@@ -71,6 +72,8 @@ def test_seed_that_resends_pieces_already_held(tmp_path):
     assert (red["contributions"], red["new"], red["already_held"]) == (6, 4, 2)
     assert red["share"] == pytest.approx(2 / 6) and red["holder_present"] == 2
     assert red["requested_after_first_copy"] == 1 and red["median_delay"] == pytest.approx(1.0)
+    # piece 1's blocks split evenly between s and a: half of it is the seed's
+    assert red["share_split"] == pytest.approx(1.5 / 5.5) and red["split_bytes"] == 550
     assert red["copies_sent"] == 1.5
 
 
@@ -109,8 +112,11 @@ def test_two_initial_seeds(tmp_path):
     red = injection.seed_redundancy(run)
     assert (red["contributions"], red["new"], red["already_held"]) == (5, 4, 1)
     assert red["seed_up"] == 550 and red["copies_sent"] == pytest.approx(550 / 400)
+    assert red["share_split"] == pytest.approx(1 / 5)  # both seeds: all of piece 0's blocks
     assert red["by_seed"]["s1"] == {"contributions": 3, "new": 2, "already_held": 1,
-                                    "share": pytest.approx(1 / 3), "up": 300.0}
+                                    "share": pytest.approx(1 / 3),
+                                    "share_split": pytest.approx(0.5 / 2.5),
+                                    "split_bytes": 250.0, "up": 300.0}
     assert red["by_seed"]["s2"]["contributions"] == 3 and red["by_seed"]["s2"]["new"] == 2
 
 
