@@ -9,6 +9,9 @@ Which peers count, unless a docstring says otherwise: "leechers" are the peers w
 ``experiment.json`` is ``leecher`` (they start without the file); "initial seeds" have role
 ``seed``. A capacity of ``None`` in the experiment (unlimited) becomes NaN in the tables, and a
 metric that divides by it skips that peer.
+
+Whether the initial seeds were the bottleneck (piece injection, their redundant upload) is in
+``analysis.injection``.
 """
 
 from __future__ import annotations
