@@ -334,22 +334,22 @@ def assert_same_run(one, other):
 
 @pytest.mark.parametrize("tail", ["", '{"t":9.5,"ev":"rechoke","round":3,"trigger":"ti'])
 def test_fast_and_plain_reading_agree(tmp_path, monkeypatch, tail):
-    import analysis.load as load_module
+    import analysis._fastpath as fastpath
 
     plans = fast_path_plans()
     root = make_run(tmp_path / "r", plans, fast_path_logs(plans), raw_tail={"b": tail})
     calls = []
-    real = load_module._split_lists
+    real = fastpath.split_lists
 
     def spy(raw_lines, form, parse):
         frame = real(raw_lines, form, parse)
         calls.append(frame is not None)
         return frame
 
-    monkeypatch.setattr(load_module, "_split_lists", spy)
+    monkeypatch.setattr(fastpath, "split_lists", spy)
     fast = load_run(root)
     assert calls.count(True) >= 4  # the fast path was taken, for both kinds of lines
-    monkeypatch.setattr(load_module, "_split_lists", lambda *args: None)
+    monkeypatch.setattr(fastpath, "split_lists", lambda *args: None)
     plain = load_run(root)
     assert_same_run(fast, plain)
     ch = fast.chokes.set_index(["peer", "neighbour"])
@@ -358,6 +358,7 @@ def test_fast_and_plain_reading_agree(tmp_path, monkeypatch, tail):
 
 
 def test_two_process_reading_gives_the_same_tables(tmp_path, monkeypatch):
+    import analysis._parallel as parallel
     import analysis.load as load_module
 
     # Logs whose halves use different neighbours, decisions and reasons, so that joining the
@@ -367,13 +368,13 @@ def test_two_process_reading_gives_the_same_tables(tmp_path, monkeypatch):
     plans = fast_path_plans()
     reference_fast = load_run(make_run(tmp_path / "fp", plans, fast_path_logs(plans)))
     pools = []
-    real_pool = load_module.ProcessPoolExecutor
+    real_pool = parallel.ProcessPoolExecutor
 
     def counting_pool(*args, **kwargs):
         pools.append(1)
         return real_pool(*args, **kwargs)
 
-    monkeypatch.setattr(load_module, "ProcessPoolExecutor", counting_pool)
+    monkeypatch.setattr(parallel, "ProcessPoolExecutor", counting_pool)
     for path in (root, clustering.path, reference_fast.path):
         monkeypatch.setattr(load_module, "PARALLEL", False)
         one = load_run(path)
