@@ -8,6 +8,12 @@ Request order: blocks of pieces already started come first (strict priority, so 
 and can be traded), then the piece picker chooses a new piece, and once every missing block has
 been requested from someone the end game requests the outstanding blocks from other neighbours
 too; the node cancels the duplicates when the first copy arrives.
+
+Requests to a seed are the exception to strict priority, as in mainline BitTorrent 4.x's piece
+picker (its ``seedstarted`` list): a seed is asked only for blocks of pieces started from a seed,
+or for new pieces. A piece started from a leecher is finished from leechers, since they have it;
+otherwise every seed connection would spend the seed's upload completing pieces the swarm already
+holds, and the initial seed would inject new pieces at a fraction of its capacity.
 """
 
 from __future__ import annotations
@@ -30,6 +36,8 @@ class ActivePiece:
     requesters: list[set[Hashable]]
     senders: list[str] = field(default_factory=list)
     free_blocks: int = 0
+    seed_started: bool = False
+    """A block of it was requested from a seed: seeds may be asked for the rest."""
     done_blocks: int = 0
 
 
@@ -107,11 +115,12 @@ class PieceState:
     def next_requests(self, requester: Hashable, remote_has: Sequence[int], count: int,
                       outstanding: Container[tuple[int, int]],
                       pick: Callable[[list[int]], int | None],
-                      now: float) -> list[tuple[int, int, int]]:
+                      now: float, *, from_seed: bool = False) -> list[tuple[int, int, int]]:
         """Up to ``count`` blocks to request from ``requester``, marked as requested from it.
 
         ``pick`` chooses a new piece among candidate indices (the node wraps the picker policy
-        so this module stays free of snapshots it does not need).
+        so this module stays free of snapshots it does not need). ``from_seed``: the requester
+        has every piece; strict priority then covers only pieces started from a seed.
         """
         requests: list[tuple[int, int, int]] = []
         if count <= 0 or self.complete:
@@ -119,7 +128,8 @@ class PieceState:
         # 1. Strict priority: blocks of started pieces, oldest piece first.
         if self.free_in_active:
             for piece in self.active.values():
-                if piece.free_blocks and remote_has[piece.index]:
+                if piece.free_blocks and remote_has[piece.index] and \
+                        (piece.seed_started or not from_seed):
                     self._take_free(piece, requester, count - len(requests), requests)
                     if len(requests) >= count:
                         return requests
@@ -136,6 +146,7 @@ class PieceState:
             if index not in candidates:
                 raise ValueError(f"piece picker chose piece {index}, not among the candidates")
             piece = self._start(index, now)
+            piece.seed_started = from_seed
             self._take_free(piece, requester, count - len(requests), requests)
         # 3. End game: ask for blocks already requested from others.
         if len(requests) < count and self.end_game:

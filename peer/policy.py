@@ -28,6 +28,7 @@ from peer.errors import ConfigError
 from peer.policies.altruist import Altruist
 from peer.policies.bittyrant import BitTyrant
 from peer.policies.free_rider import FreeRider
+from peer.policies.mainline import Mainline
 from peer.policies.pickers import RandomPicker, RarestFirst, Sequential
 from peer.policies.propshare import PropShare
 from peer.policies.tit_for_tat import TitForTat
@@ -52,6 +53,7 @@ __all__ = [
     "Decision",
     "DecisionKind",
     "FreeRider",
+    "Mainline",
     "NeighbourView",
     "PickView",
     "PiecePicker",
@@ -74,11 +76,13 @@ CHOKERS: dict[str, tuple[type, dict[str, object]]] = {
     "altruist": (Altruist, {}),
     "bittyrant": (BitTyrant, {}),
     "propshare": (PropShare, {}),
+    "mainline": (Mainline, {}),
 }
 PICKERS: dict[str, tuple[type, dict[str, object]]] = {
     "rarest_first": (RarestFirst, {}),
     "random": (RandomPicker, {}),
     "sequential": (Sequential, {}),
+    "mainline": (RarestFirst, {"random_first": 4}),
 }
 
 

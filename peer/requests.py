@@ -57,7 +57,8 @@ class RequestPipeline:
                                              have_count=pieces.have_count,
                                              num_pieces=pieces.num_pieces))
 
-        requests = pieces.next_requests(nbr, nbr.remote_has, wanted, nbr.outstanding, pick, now)
+        requests = pieces.next_requests(nbr, nbr.remote_has, wanted, nbr.outstanding, pick, now,
+                                        from_seed=nbr.remote_count == pieces.num_pieces)
         out = []
         for index, begin, length in requests:
             nbr.outstanding[(index, begin)] = length

@@ -77,6 +77,9 @@ class Session:
         self.upload_capacity = upload_capacity
         """Our upload cap in bytes/s (None: unlimited), for the choker's view."""
         self.choker = choker
+        self.triggered_rechokes = bool(getattr(choker, "triggered_rechokes", False))
+        """Mainline BitTorrent also rechokes when an unchoked neighbour's interest changes or it
+        leaves; a choker asks for those rechokes with a ``triggered_rechokes`` attribute."""
         self.requests = RequestPipeline(pieces, picker, settings.pipeline_depth)
         self.rng = rng
         """Seeded by the peer's seed: the order in which tracker peers are dialled."""
@@ -288,11 +291,13 @@ class Session:
             self.requests.withdraw(nbr)
         elif isinstance(message, wire.Interested):
             nbr.peer_interested = True
-            if self.settings.unchoke_when_free and nbr.am_choking:
+            if (self.settings.unchoke_when_free and nbr.am_choking) or \
+                    (self.triggered_rechokes and not nbr.am_choking):
                 self._out.append(RechokeSoon("interest"))
         elif isinstance(message, wire.NotInterested):
             nbr.peer_interested = False
-            if self.settings.unchoke_when_free and not nbr.am_choking:
+            if (self.settings.unchoke_when_free or self.triggered_rechokes) and \
+                    not nbr.am_choking:
                 self._out.append(RechokeSoon("interest"))
         elif isinstance(message, wire.Bitfield):
             self._on_bitfield(nbr, message.bits, now)
@@ -545,7 +550,7 @@ class Session:
         nbr.outstanding.clear()
         self._log("conn_close", peer=nbr.peer, addr=nbr.addr, reason=reason, up=nbr.up,
                   down=nbr.down)
-        if not nbr.am_choking and self.settings.unchoke_when_free:
+        if not nbr.am_choking and (self.settings.unchoke_when_free or self.triggered_rechokes):
             self._out.append(RechokeSoon("disconnect"))
         # Blocks it was fetching are free again: let others pick them up.
         for other in self.neighbours.values():

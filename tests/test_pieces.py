@@ -140,6 +140,21 @@ def test_oldest_started_piece_first(content):
     assert got == [(1, BLOCK_SIZE, BLOCK_SIZE), (0, BLOCK_SIZE, BLOCK_SIZE)]
 
 
+def test_a_seed_is_asked_only_for_pieces_started_from_a_seed_or_new_ones(content):
+    state = leecher(content)
+    # Piece 1 started from leecher A: a seed does not finish it (A and others have it)...
+    assert state.next_requests("A", ALL, 1, set(), Picks(1), 0.0) == [(1, 0, BLOCK_SIZE)]
+    picks = Picks(2)
+    got = state.next_requests("S", ALL, 1, set(), picks, 1.0, from_seed=True)
+    assert got == [(2, 0, BLOCK_SIZE)]
+    assert picks.calls == [[0, 2, 3]]
+    assert state.active[2].seed_started and not state.active[1].seed_started
+    # ...a second seed finishes what a seed started, and a leecher finishes either.
+    got = state.next_requests("T", ALL, 1, set(), Picks(), 2.0, from_seed=True)
+    assert got == [(2, BLOCK_SIZE, BLOCK_SIZE)]
+    assert state.next_requests("B", ALL, 1, set(), Picks(), 3.0) == [(1, BLOCK_SIZE, BLOCK_SIZE)]
+
+
 def test_picker_none_stops_and_a_bad_pick_is_refused(content):
     state = leecher(content)
     assert state.next_requests("A", ALL, 4, set(), Picks(None), 0.0) == []
