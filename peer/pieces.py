@@ -133,11 +133,11 @@ class PieceState:
                     self._take_free(piece, requester, count - len(requests), requests)
                     if len(requests) >= count:
                         return requests
-        # 2. Start new pieces chosen by the picker.
-        while len(requests) < count and self.unstarted:
-            have, active = self.have, self.active
-            candidates = [i for i in range(self.num_pieces)
-                          if remote_has[i] and not have[i] and i not in active]
+        # 2. New pieces chosen by the picker. A seed is also offered the pieces started from
+        # leechers, as pieces to start rather than to finish first: the picker takes them when
+        # they are rarest, e.g. when the leechers that had them left.
+        while len(requests) < count and (self.unstarted or (from_seed and self.free_in_active)):
+            candidates = self._candidates(remote_has, from_seed)
             if not candidates:
                 break
             index = pick(candidates)
@@ -145,7 +145,7 @@ class PieceState:
                 break
             if index not in candidates:
                 raise ValueError(f"piece picker chose piece {index}, not among the candidates")
-            piece = self._start(index, now)
+            piece = self.active.get(index) or self._start(index, now)
             piece.seed_started = from_seed
             self._take_free(piece, requester, count - len(requests), requests)
         # 3. End game: ask for blocks already requested from others.
@@ -168,6 +168,15 @@ class PieceState:
                     if len(requests) >= count:
                         return requests
         return requests
+
+    def _candidates(self, remote_has: Sequence[int], from_seed: bool) -> list[int]:
+        have, active = self.have, self.active
+        if not from_seed:
+            return [i for i in range(self.num_pieces)
+                    if remote_has[i] and not have[i] and i not in active]
+        return [i for i in range(self.num_pieces)
+                if remote_has[i] and not have[i] and
+                (i not in active or (active[i].free_blocks and not active[i].seed_started))]
 
     def _start(self, index: int, now: float) -> ActivePiece:
         size = self.piece_size(index)

@@ -83,7 +83,8 @@ class PickView:
 
     now: float
     candidates: Sequence[int]
-    """Pieces this neighbour has, we lack, and nobody is downloading yet."""
+    """Pieces this neighbour has, we lack, and nobody is downloading yet; from a seed, also
+    pieces started from leechers that still have blocks nobody was asked for."""
     availability: Sequence[int]
     """Copies of each piece among our neighbours (index = piece)."""
     have_count: int

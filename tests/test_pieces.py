@@ -142,17 +142,33 @@ def test_oldest_started_piece_first(content):
 
 def test_a_seed_is_asked_only_for_pieces_started_from_a_seed_or_new_ones(content):
     state = leecher(content)
-    # Piece 1 started from leecher A: a seed does not finish it (A and others have it)...
+    # Piece 1 started from leecher A: a seed does not finish it first (A and others have it);
+    # it is only one more candidate for the picker, which prefers rarer pieces...
     assert state.next_requests("A", ALL, 1, set(), Picks(1), 0.0) == [(1, 0, BLOCK_SIZE)]
     picks = Picks(2)
     got = state.next_requests("S", ALL, 1, set(), picks, 1.0, from_seed=True)
     assert got == [(2, 0, BLOCK_SIZE)]
-    assert picks.calls == [[0, 2, 3]]
+    assert picks.calls == [[0, 1, 2, 3]]
     assert state.active[2].seed_started and not state.active[1].seed_started
     # ...a second seed finishes what a seed started, and a leecher finishes either.
     got = state.next_requests("T", ALL, 1, set(), Picks(), 2.0, from_seed=True)
     assert got == [(2, BLOCK_SIZE, BLOCK_SIZE)]
     assert state.next_requests("B", ALL, 1, set(), Picks(), 3.0) == [(1, BLOCK_SIZE, BLOCK_SIZE)]
+
+
+def test_a_seed_finishes_a_leecher_started_piece_when_the_picker_takes_it(content):
+    # The leecher that had piece 1 left with the piece half done: only the seed has it now.
+    state = leecher(content)
+    assert state.next_requests("A", ALL, 1, set(), Picks(1), 0.0) == [(1, 0, BLOCK_SIZE)]
+    state.release("A", [(1, 0)])
+    for index in (0, 2, 3):
+        state.have[index] = 1
+    state.have_count, state.unstarted = 3, 0
+    picks = Picks(1)
+    got = state.next_requests("S", ALL, 4, set(), picks, 1.0, from_seed=True)
+    assert picks.calls == [[1]]
+    assert got == [(1, 0, BLOCK_SIZE), (1, BLOCK_SIZE, BLOCK_SIZE)]
+    assert state.active[1].seed_started
 
 
 def test_picker_none_stops_and_a_bad_pick_is_refused(content):
