@@ -32,10 +32,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from testbed.parallel import Outcome, Task, run_plan  # noqa: E402
-
 from analysis import injection, load_run, metrics  # noqa: E402
 from analysis.load import Run  # noqa: E402
+from testbed.parallel import Outcome, Task, run_plan  # noqa: E402
 
 Figures = dict[str, float]
 

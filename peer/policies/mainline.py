@@ -87,9 +87,10 @@ class Mainline:
             self.timer_rounds += 1
         if view.we_are_seed:
             return self._seed_rechoke(view, force_new_unchokes=timer)
-        if timer and self.timer_rounds % 3 == 0:
+        rotated = timer and self.timer_rounds % 3 == 0
+        if rotated:
             self._rotate_to_next_waiting(view.neighbours)
-        return self._leecher_rechoke(view)
+        return self._leecher_rechoke(view, rotated=rotated)
 
     # --- the round-robin list -----------------------------------------------------------------
 
@@ -111,7 +112,7 @@ class Mainline:
 
     # --- leecher state ------------------------------------------------------------------------
 
-    def _leecher_rechoke(self, view: ChokeView) -> dict[str, Decision]:
+    def _leecher_rechoke(self, view: ChokeView, *, rotated: bool) -> dict[str, Decision]:
         slots = self.slots(view)
         by_peer = {n.peer: n for n in view.neighbours}
         preferred = [n for n in view.neighbours if n.interested and not n.snubbed]
@@ -127,7 +128,8 @@ class Mainline:
             n = by_peer[peer]
             if to_unchoke > 0:
                 reason = "round robin" if n.interested else "round robin (not interested)"
-                decisions[peer] = Decision("optimistic", reason)
+                decisions[peer] = Decision("optimistic", reason,
+                                           rotated=rotated and n.current != "optimistic")
                 if n.interested:
                     to_unchoke -= 1
             else:
