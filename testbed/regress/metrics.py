@@ -113,7 +113,11 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
            "the same rechoke period (tit-for-tat at work)"),
     Metric("clustering", "higher", "", Tolerance(0.20),
            "mean over leecher groups of the same-group clustering index I_jj (only with "
-           "several groups)"),
+           "several groups)", per_group=True),
+    Metric("sharing_incentive", "higher", "", Tolerance(0.20),
+           "median completion of the leecher group with the lowest upload capacity over that "
+           "of the group with the highest (> 1: faster classes finish sooner; only with "
+           "groups of different capacities)"),
 )}
 """Every metric a results set records, by name, in report order (see docs/regression.md)."""
 
@@ -171,14 +175,37 @@ def run_metrics(run_dir: Path) -> dict[str, Any]:
     recip = metrics.reciprocation(run)
     m["reciprocation"] = _num(recip.loc[recip["role"] == "leecher", "share"].mean())
     if len(groups) > 1:
-        cl = metrics.clustering(run)
-        diag = [cl.loc[g, g] for g in cl.index if g in cl.columns]
-        m["clustering"] = _num(statistics.fmean(d for d in diag if not math.isnan(d))) \
-            if any(not math.isnan(d) for d in diag) else None
-        share = metrics.share_by_group(run)
-        for g in groups:
-            m[f"median_completion[{g}]"] = _num(by_group.loc[g, "median"]) \
-                if g in by_group.index else None
-            m[f"share_ratio[{g}]"] = _num(share.loc[g, "ratio"]) if g in share.index else None
+        m.update(_group_metrics(run, by_group, groups))
     return {"status": summary.get("status"), "saturated": bool(cpu.get("saturated")),
             "host_cpu_mean": cpu.get("host_mean"), "metrics": m}
+
+
+def _group_metrics(run: Any, by_group: Any, groups: list[str]) -> dict[str, Any]:
+    """The figures of a run with several leecher groups: clustering (mean and per group),
+    per-group completion and share ratio, and the sharing incentive."""
+    from analysis import metrics
+
+    cl = metrics.clustering(run)
+    diag = {str(g): float(cl.loc[g, g]) for g in cl.index if g in cl.columns}
+    known = [d for d in diag.values() if not math.isnan(d)]
+    m: dict[str, Any] = {"clustering": _num(statistics.fmean(known)) if known else None}
+    share = metrics.share_by_group(run)
+    for g in groups:
+        m[f"median_completion[{g}]"] = _num(by_group.loc[g, "median"]) \
+            if g in by_group.index else None
+        m[f"share_ratio[{g}]"] = _num(share.loc[g, "ratio"]) if g in share.index else None
+        m[f"clustering[{g}]"] = _num(diag.get(g))
+    m["sharing_incentive"] = _sharing_incentive(run.leechers, by_group)
+    return m
+
+
+def _sharing_incentive(leechers: Any, by_group: Any) -> float | None:
+    """Median completion of the lowest-capacity leecher group / the highest-capacity one's."""
+    capacity = leechers.assign(rate=leechers["upload_rate"].astype(float)) \
+        .groupby("group", observed=True)["rate"].mean().dropna()
+    if capacity.nunique() < 2:
+        return None
+    slowest, fastest = str(capacity.idxmin()), str(capacity.idxmax())
+    if slowest not in by_group.index or fastest not in by_group.index:
+        return None
+    return _num(by_group.loc[slowest, "median"] / by_group.loc[fastest, "median"])
