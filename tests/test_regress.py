@@ -265,6 +265,9 @@ def test_a_run_directory_is_a_set_of_one_with_metrics_from_the_analysis(tmp_path
     assert m["share_ratio[fast]"] == pytest.approx(500 / 800)
     assert m["share_ratio[slow]"] == pytest.approx(100 / 400)
     assert m["clustering"] is None and m["reciprocation"] is None  # no rechokes, no counters
+    assert m["clustering[fast]"] is None and m["clustering[slow]"] is None
+    # The slowest class (50 B/s) over the fastest (200 B/s): 10 s / 6 s.
+    assert m["sharing_incentive"] == pytest.approx(10 / 6)
     for name in m:
         assert regress.metric_of(name) is not None, name
     e = parse_expectations("median_completion[slow]: {max: 9}\nall_complete: true\n")
