@@ -1,7 +1,8 @@
 """Reproduce the published incentive findings: run each setup with several seeds, several runs at
 once, and print the paper's figure beside the measured one (median and range over seeds).
 
-    .venv/bin/python bench/reproduce.py --jobs 4                      # every setup, seeds 1-3
+    .venv/bin/python bench/reproduce.py --jobs 4                      # paper setups, seeds 1-3
+    .venv/bin/python bench/reproduce.py --scaled --jobs 2             # and the scaled ones
     .venv/bin/python bench/reproduce.py --only legout_2007 --seeds 1 2 3 4 5
     .venv/bin/python bench/reproduce.py --analyze-only                # re-read existing runs
 
@@ -14,7 +15,9 @@ this prints, with the command and the date.
 Setups (topologies/): the Legout et al. 2007 swarm at the paper's rates and timers with the
 textbook tit-for-tat, with mainline 4.x's choker, and with an underprovisioned seed; free riders
 (Legout et al. 2006), one and all BitTyrant peers (Piatek et al. 2007) and PropShare against
-tit-for-tat (Levin et al. 2008) at the same rates and default timers.
+tit-for-tat (Levin et al. 2008) at the same rates and default timers. ``--scaled`` adds the
+same setups scaled to a few minutes per run (legout_classes, free_riders, bittyrant_one,
+bittyrant_all, propshare_vs_tft: rates x2.5, 8 MiB, timers / 4).
 """
 
 from __future__ import annotations
@@ -54,39 +57,39 @@ class Finding:
     """Another setup whose same-seed figure divides this one (a cross-setup ratio)."""
 
 
+def _legout(setup: str, *, seed_state: bool = False) -> list[Finding]:
+    """The Legout et al. 2007 figures of one setup with slow / medium / fast classes."""
+    rows = [
+        Finding(setup, "median completion slow / medium / fast (s)", "faster classes finish "
+                "sooner", "medians"),
+        Finding(setup, "sharing incentive: slow / fast median completion",
+                "> 1 (faster classes finish sooner)", "slow_over_fast", lambda v, _: v > 1.05),
+        Finding(setup, "clustering I_kk fast", "> 1 (similar peers unchoke each other)",
+                "cluster_fast", lambda v, _: v > 1.0),
+        Finding(setup, "clustering I_kk slow", "> 1", "cluster_slow", lambda v, _: v > 1.0),
+        Finding(setup, "upload utilisation of the leechers", "high", "utilisation",
+                lambda v, _: v > 0.8),
+        Finding(setup, "every piece in the swarm at / (F / u_s)", "about 1 with a "
+                "well-provisioned seed", "injection_ratio", lambda v, _: v < 1.5),
+        Finding(setup, "seed's contributions to pieces already in the swarm, until every "
+                "piece was", "–", "seed_redundant"),
+    ]
+    rows.append(Finding(setup, "Jain's index of the seed's service rate over leechers",
+                        "uniform service in seed state (mainline 4.x)", "seed_jain",
+                        (lambda v, _: v > 0.9) if seed_state else None))
+    return rows
+
+
 FINDINGS: tuple[Finding, ...] = (
-    Finding("legout_2007", "median completion slow / medium / fast (s)", "faster classes "
-            "finish sooner", "medians"),
-    Finding("legout_2007", "sharing incentive: slow / fast median completion",
-            "> 1 (faster classes finish sooner)", "slow_over_fast", lambda v, _: v > 1.05),
-    Finding("legout_2007", "clustering I_kk fast", "> 1 (similar peers unchoke each other)",
-            "cluster_fast", lambda v, _: v > 1.0),
-    Finding("legout_2007", "clustering I_kk slow", "> 1", "cluster_slow", lambda v, _: v > 1.0),
-    Finding("legout_2007", "upload utilisation of the leechers", "high", "utilisation",
-            lambda v, _: v > 0.8),
-    Finding("legout_2007", "every piece in the swarm at / (F / u_s)", "about 1 with a "
-            "well-provisioned seed", "injection_ratio", lambda v, _: v < 1.5),
-    Finding("legout_2007", "seed's contributions to pieces already in the swarm", "–",
-            "seed_redundant"),
-    Finding("legout_2007", "Jain's index of the seed's service rate over leechers",
-            "uniform service in seed state (mainline 4.x)", "seed_jain"),
-    Finding("legout_2007_mainline", "median completion slow / medium / fast (s)", "–",
-            "medians"),
-    Finding("legout_2007_mainline", "sharing incentive: slow / fast median completion", "> 1",
-            "slow_over_fast", lambda v, _: v > 1.05),
-    Finding("legout_2007_mainline", "clustering I_kk fast", "> 1", "cluster_fast",
-            lambda v, _: v > 1.0),
-    Finding("legout_2007_mainline", "clustering I_kk slow", "> 1", "cluster_slow",
-            lambda v, _: v > 1.0),
-    Finding("legout_2007_mainline", "upload utilisation of the leechers", "high",
-            "utilisation", lambda v, _: v > 0.8),
-    Finding("legout_2007_mainline", "Jain's index of the seed's service rate over leechers",
-            "uniform service in seed state", "seed_jain", lambda v, _: v > 0.9),
+    *_legout("legout_2007"),
+    *_legout("legout_2007_mainline", seed_state=True),
     Finding("legout_2007_slow_seed", "sharing incentive: slow / fast median completion",
             "weaker than with a fast seed", "slow_over_fast", lambda v, base: v < base,
             against="legout_2007"),
     Finding("legout_2007_slow_seed", "clustering I_kk fast", "absent (about 1)",
             "cluster_fast", lambda v, base: v < min(base, 1.1), against="legout_2007"),
+    Finding("legout_2007_slow_seed", "every piece in the swarm at / (F / u_s)", "–",
+            "injection_ratio"),
     Finding("free_riders_paper", "free-rider slowdown: free rider / contributor median",
             "> 1 (free riders finish, later)", "free_rider_slowdown", lambda v, _: v > 1.05),
     Finding("bittyrant_one_paper", "strategic speed-up: medium tit-for-tat / BitTyrant",
@@ -98,7 +101,22 @@ FINDINGS: tuple[Finding, ...] = (
             "> 1 (PropShare faster)", "tft_over_ps_slow", lambda v, _: v > 1.0),
     Finding("propshare_vs_tft_paper", "tit-for-tat / PropShare median, fast class",
             "> 1 (PropShare faster)", "tft_over_ps_fast", lambda v, _: v > 1.0),
+    # The same setups scaled to minutes (rates x2.5, 8 MiB, timers / 4): quick looks.
+    *_legout("legout_classes"),
+    Finding("free_riders", "free-rider slowdown: free rider / contributor median", "> 1",
+            "free_rider_slowdown", lambda v, _: v > 1.05),
+    Finding("bittyrant_one", "strategic speed-up: medium tit-for-tat / BitTyrant", "1.7",
+            "strategic_speedup", lambda v, _: v > 1.05),
+    Finding("bittyrant_all", "all-BitTyrant / one-BitTyrant median completion", "> 1",
+            "median_all", lambda v, _: v > 1.05, against="bittyrant_one"),
+    Finding("propshare_vs_tft", "tit-for-tat / PropShare median, slow class", "> 1",
+            "tft_over_ps_slow", lambda v, _: v > 1.0),
+    Finding("propshare_vs_tft", "tit-for-tat / PropShare median, fast class", "> 1",
+            "tft_over_ps_fast", lambda v, _: v > 1.0),
 )
+PAPER_SETUPS = ("legout_2007", "legout_2007_mainline", "legout_2007_slow_seed",
+                "free_riders_paper", "bittyrant_one_paper", "bittyrant_all_paper",
+                "propshare_vs_tft_paper")
 SETUPS = tuple(dict.fromkeys(f.setup for f in FINDINGS))
 
 
@@ -120,6 +138,19 @@ def seed_service_jain(run: Run) -> float:
     return metrics.jain(rates)
 
 
+def seed_redundancy_while_injecting(run: Run) -> float:
+    """Share of the initial seeds' piece contributions, until the last piece first reached a
+    leecher, that went to pieces some leecher already held (0: each piece sent once). Later
+    contributions are all to pieces the swarm holds, whatever the seed does."""
+    done_at = injection.injection(run)["all_injected_at"]
+    contrib = injection.seed_contributions(run)
+    if done_at is not None:
+        contrib = contrib[contrib["t"] <= done_at]
+    if not len(contrib):
+        return math.nan
+    return float((contrib["status"] != "new").mean())
+
+
 def figures_of(setup: str, run: Run) -> Figures:
     by_group = metrics.completion_by_group(run)
     med = {str(g): float(r["median"]) for g, r in by_group.iterrows()}
@@ -134,7 +165,7 @@ def figures_of(setup: str, run: Run) -> Figures:
         "utilisation": float(util["up"].sum() / (util["capacity"] * util["tau"]).sum())
         if len(util) else math.nan,
         "injection_ratio": injection.injection(run)["ratio"] or math.nan,
-        "seed_redundant": injection.seed_redundancy(run)["share"],
+        "seed_redundant": seed_redundancy_while_injecting(run),
         "seed_jain": seed_service_jain(run),
         "free_rider_slowdown": _ratio(med.get("free_rider"), med.get("contributor")),
         "strategic_speedup": _ratio(med.get("medium"), med.get("tyrant")),
@@ -225,13 +256,15 @@ def table(results: dict[tuple[str, int], Figures], seeds: list[int]) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", action="append", choices=SETUPS, help="this setup (repeatable)")
+    ap.add_argument("--scaled", action="store_true",
+                    help="also the scaled setups (minutes per run instead of ~15)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     ap.add_argument("--runs", type=Path, default=ROOT / "runs" / "reproduce")
     ap.add_argument("--jobs", type=int, default=3, help="runs at once (default 3)")
     ap.add_argument("--analyze-only", action="store_true", help="run nothing")
     ap.add_argument("--rerun", action="store_true", help="replace finished run directories")
     args = ap.parse_args(argv)
-    setups = args.only or list(SETUPS)
+    setups = args.only or list(SETUPS if args.scaled else PAPER_SETUPS)
     if not args.analyze_only:
         run_plan(plan(setups, args.seeds, args.runs.resolve(), args.rerun), jobs=args.jobs)
     results = {}
