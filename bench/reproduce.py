@@ -83,6 +83,14 @@ def _legout(setup: str, *, seed_state: bool = False) -> list[Finding]:
 FINDINGS: tuple[Finding, ...] = (
     *_legout("legout_2007"),
     *_legout("legout_2007_mainline", seed_state=True),
+    Finding("legout_2007_stay", "median completion slow / medium / fast (s)",
+            "libtorrent 2.1.1 on this host, same swarm: means 779 / 708 / 669", "medians"),
+    Finding("legout_2007_stay", "sharing incentive: slow / fast median completion",
+            "libtorrent 2.1.1 here: 1.16 (of means)", "slow_over_fast", lambda v, _: v > 1.05),
+    Finding("legout_2007_stay", "makespan / D_p2p", "libtorrent 2.1.1 here: 1.34",
+            "makespan_over_bound"),
+    Finding("legout_2007_stay", "clustering I_kk fast", "> 1", "cluster_fast",
+            lambda v, _: v > 1.0),
     Finding("legout_2007_slow_seed", "sharing incentive: slow / fast median completion",
             "weaker than with a fast seed", "slow_over_fast", lambda v, base: v < base,
             against="legout_2007"),
@@ -114,7 +122,8 @@ FINDINGS: tuple[Finding, ...] = (
     Finding("propshare_vs_tft", "tit-for-tat / PropShare median, fast class", "> 1",
             "tft_over_ps_fast", lambda v, _: v > 1.0),
 )
-PAPER_SETUPS = ("legout_2007", "legout_2007_mainline", "legout_2007_slow_seed",
+PAPER_SETUPS = ("legout_2007", "legout_2007_mainline", "legout_2007_stay",
+                "legout_2007_slow_seed",
                 "free_riders_paper", "bittyrant_one_paper", "bittyrant_all_paper",
                 "propshare_vs_tft_paper")
 SETUPS = tuple(dict.fromkeys(f.setup for f in FINDINGS))
@@ -160,6 +169,8 @@ def figures_of(setup: str, run: Run) -> Figures:
     util = util[util["role"] == "leecher"].dropna(subset=["capacity", "tau"])
     f: Figures = {
         "median_all": med.get("all", math.nan),
+        "makespan_over_bound": _ratio(metrics.efficiency(run)["makespan"],
+                                      metrics.bounds(run)["d_p2p"]),
         "slow_over_fast": _ratio(med.get("slow"), med.get("fast")),
         "cluster_fast": diag.get("fast", math.nan), "cluster_slow": diag.get("slow", math.nan),
         "utilisation": float(util["up"].sum() / (util["capacity"] * util["tau"]).sum())
