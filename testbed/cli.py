@@ -65,6 +65,8 @@ def _alpha(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from testbed.parallel import add_jobs_argument  # stdlib-only at import, like sweep
+
     parser = _Parser(prog=PROG, description="A real BitTorrent swarm on one machine.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -87,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--repeat", type=_repeat, metavar="K",
                      help="run K times with seeds s, s+1, ... into one results set "
                      "(<name>-<stamp>-xK/rep-<i>/ and results.json; docs/regression.md)")
+    add_jobs_argument(run, "repetitions (with --repeat)")
 
     validate = sub.add_parser("validate", help="check topology files without running anything")
     validate.add_argument("topologies", type=Path, nargs="+", metavar="TOPOLOGY")
@@ -188,8 +191,11 @@ def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
         _, status = run_repeated(args.topology, repeat=args.repeat, seed=args.seed,
                                  out=args.out, runs_root=args.runs, time_limit=args.time_limit,
-                                 quiet=args.quiet, launcher=args.launcher, command=(PROG, *argv))
+                                 quiet=args.quiet, launcher=args.launcher, command=(PROG, *argv),
+                                 jobs=args.jobs)
         return status
+    if args.jobs != 1:
+        return _error("--jobs runs repetitions at once: give --repeat K too")
     from testbed.run import RunOptions, execute_run, exit_status, format_summary
     from testbed.topology import load_experiment
 

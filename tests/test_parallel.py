@@ -29,8 +29,15 @@ def note(log: Path, event: str, name: str) -> None:
 
 
 def events(log: Path) -> list[tuple[str, str, float]]:
-    return [(e, n, float(t)) for e, n, t in (line.split() for line in log.read_text().split("\n")
-                                             if line)]
+    text = log.read_text() if log.exists() else ""
+    return [(e, n, float(t)) for e, n, t in (line.split() for line in text.split("\n") if line)]
+
+
+def wait_until(condition, seconds: float = 20.0) -> None:
+    """For fake runs: wait for what another process does, but never hang a failing test."""
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.02)
 
 
 def sleeper(log: Path, name: str, seconds: float, status: str = "completed") -> Task:
@@ -54,18 +61,31 @@ def most_at_once(log: Path) -> int:
 def test_results_come_back_in_plan_order_with_at_most_j_at_once(tmp_path):
     log = tmp_path / "log"
 
-    def last() -> Outcome:  # the first run of the plan ends after every other one
+    handled = tmp_path / "handled"
+    handled.write_text("")
+
+    def last() -> Outcome:  # the first run of the plan ends once every other one was handled
         note(log, "start", "r0")
-        while sum(e == "end" for e, _, _ in events(log)) < 4:
-            time.sleep(0.02)
+        wait_until(lambda: len(handled.read_text().split()) >= 4)
         note(log, "end", "r0")
         return Outcome("completed", {"name": "r0", "pid": os.getpid()})
 
-    tasks = [Task("r0", last), *(sleeper(log, f"r{i}", 0.1) for i in range(1, 5))]
+    def second() -> Outcome:  # ends only once r0 is up: two at once for sure
+        wait_until(lambda: any(n == "r0" for _, n, _ in events(log)))
+        return sleeper(log, "r1", 0.1).work()
+
+    tasks = [Task("r0", last), Task("r1", second),
+             *(sleeper(log, f"r{i}", 0.1) for i in range(2, 5))]
     order: list[str] = []
+
+    def on_done(finished: Finished) -> None:
+        order.append(finished.name)
+        with open(handled, "a") as f:
+            f.write(f"{finished.name}\n")
+
     lines: list[str] = []
-    result = run_plan(tasks, jobs=2, on_done=lambda f: order.append(f.name),
-                      echo=lines.append, cpu_probe=lambda: 0.0)
+    result = run_plan(tasks, jobs=2, on_done=on_done, echo=lines.append,
+                      cpu_probe=lambda: 0.0)
     assert order == ["r1", "r2", "r3", "r4", "r0"]  # on_done: in finishing order
     assert [f.name for f in result.finished] == ["r0", "r1", "r2", "r3", "r4"]
     assert [f.index for f in result.finished] == [0, 1, 2, 3, 4]
@@ -131,9 +151,7 @@ def stoppable(log: Path, name: str) -> Task:
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, lambda s, _f: got.append(s))
         note(log, "start", name)
-        deadline = time.monotonic() + 30
-        while not got and time.monotonic() < deadline:
-            time.sleep(0.02)
+        wait_until(lambda: bool(got))
         time.sleep(0.3)  # a second signal would arrive here
         note(log, "end", name)
         return Outcome("interrupted" if got else "completed", [int(s) for s in got])
@@ -146,8 +164,7 @@ def test_a_signal_stops_every_running_run_once_and_starts_no_other(tmp_path):
 
     def stop_the_scheduler() -> Outcome:
         note(log, "start", "killer")
-        while len(events(log)) < 3:  # both other runs are up
-            time.sleep(0.02)
+        wait_until(lambda: len(events(log)) >= 3)  # both other runs are up
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # were it still running when forwarded
         os.kill(os.getppid(), signal.SIGTERM)
         note(log, "end", "killer")
@@ -192,6 +209,78 @@ def test_jobs_must_be_positive(capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["sweep", "topologies/ci_small.yaml", "--param", "seed=1", "--jobs", "0"])
     assert exit_.value.code == 2 and "--jobs '0' is not a number" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# testbed run --repeat K --jobs J, with the orchestrator and the analysis faked (the forked
+# children inherit the fakes)
+
+
+def fake_execute(slow_seed: int, interrupted_seed: int | None = None, *, wait_for: int = 0):
+    """The run of ``slow_seed`` ends only once results.json has ``wait_for`` repetitions (so
+    after runs that come later in the plan), or after 1 s if that never happens."""
+    import testbed.run
+
+    def execute_run(experiment, text, options):
+        results = options.out.parent / "results.json"
+        if experiment.seed == slow_seed:
+            wait_until(lambda: results.exists() and len(
+                json.loads(results.read_text())["repetitions"]) >= wait_for, 1.0)
+        options.out.mkdir()
+        (options.out / "pid").write_text(f"{os.getpid()} quiet={options.quiet}")
+        status = "interrupted" if experiment.seed == interrupted_seed else "completed"
+        summary = {"status": status, "crashes": {}, "signal": None,
+                   "cpu": {"saturated": False, "host_mean": 10.0}}
+        return testbed.run.RunResult(options.out, summary)
+
+    return execute_run
+
+
+def fake_metrics(run_dir: Path) -> dict:
+    seed = 7 + int(run_dir.name[4:])
+    if seed == 9:
+        raise KeyError("a bug in the analysis")
+    return {"status": "completed", "saturated": False, "host_cpu_mean": 10.0,
+            "metrics": {"all_complete": True, "makespan": float(seed)}}
+
+
+def test_repetitions_at_once_keep_seed_order(tmp_path, monkeypatch, capsys):
+    import testbed.run
+    from testbed import regress
+
+    monkeypatch.setattr(testbed.parallel, "host_cpu_percent", lambda: 0.0)
+    monkeypatch.setattr(testbed.run, "execute_run", fake_execute(slow_seed=7, wait_for=3))
+    monkeypatch.setattr(regress.results, "run_metrics", fake_metrics)
+    root, status = regress.run_repeated(Path("topologies/ci_small.yaml"), repeat=4, seed=7,
+                                        out=tmp_path / "set", runs_root=tmp_path, jobs=2)
+    assert status == 1  # the analysis of seed 9 failed, as one at a time would say
+    data = json.loads((root / "results.json").read_text())
+    assert [r["seed"] for r in data["repetitions"]] == [7, 8, 9, 10]
+    assert [r["run_dir"] for r in data["repetitions"]] == ["rep-0", "rep-1", "rep-2", "rep-3"]
+    assert [r["metrics"].get("makespan") for r in data["repetitions"]] == [7.0, 8.0, None, 10.0]
+    written = [(root / f"rep-{i}" / "pid").read_text().split() for i in range(4)]
+    assert {pid for pid, _ in written}.isdisjoint({str(os.getpid())})
+    assert {quiet for _, quiet in written} == {"quiet=True"}  # no live progress beside others
+    out = capsys.readouterr().out
+    finished = [line for line in out.splitlines() if "completed after" in line]
+    assert finished[-1].startswith("[1/4] rep-0 (seed 7)"), out  # the slow one ended last
+    assert "results set" in out and "repetition 1/4" not in out
+
+
+def test_an_interrupted_repetition_stops_the_set(tmp_path, monkeypatch, capsys):
+    import testbed.run
+    from testbed import regress
+
+    monkeypatch.setattr(testbed.parallel, "host_cpu_percent", lambda: 0.0)
+    monkeypatch.setattr(testbed.run, "execute_run", fake_execute(slow_seed=1,
+                                                                 interrupted_seed=2))
+    monkeypatch.setattr(regress.results, "run_metrics", fake_metrics)
+    root, status = regress.run_repeated(Path("topologies/ci_small.yaml"), repeat=4, seed=1,
+                                        out=tmp_path / "set", runs_root=tmp_path, jobs=2)
+    assert status == 130
+    data = json.loads((root / "results.json").read_text())
+    assert [r["seed"] for r in data["repetitions"]] == [1]  # rep-0 finished after rep-1 ended
+    assert sorted(p.name for p in root.iterdir()) == ["rep-0", "rep-1", "results.json"]
 
 
 # ---------------------------------------------------------------------------------------------

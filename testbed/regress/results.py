@@ -17,6 +17,8 @@ from testbed.regress.metrics import RegressError, run_metrics
 from testbed.regress.report import format_set
 
 if TYPE_CHECKING:
+    from testbed.experiment import Experiment
+    from testbed.parallel import Finished, PlanResult, Task
     from testbed.run import LauncherKind, RunResult
 
 __all__ = [
@@ -153,16 +155,17 @@ def _repetition_figures(result: RunResult) -> tuple[dict[str, Any], bool]:
 
 def run_repeated(topology: Path, *, repeat: int, seed: int | None, out: Path | None,
                  runs_root: Path, time_limit: float | None = None, quiet: bool = False,
-                 launcher: LauncherKind = "fork",
-                 command: Sequence[str] = ()) -> tuple[Path, int]:
-    """``testbed run TOPOLOGY --repeat K``: K runs with seeds s … s+K−1 into one results set.
+                 launcher: LauncherKind = "fork", command: Sequence[str] = (),
+                 jobs: int = 1) -> tuple[Path, int]:
+    """``testbed run TOPOLOGY --repeat K``: K runs with seeds s … s+K−1 into one results set,
+    up to ``jobs`` at once (testbed.parallel).
 
     Every topology/seed is validated before anything starts (a TopologyError then). results.json
-    is rewritten after every repetition, so an interrupted set keeps what it finished. Returns
-    (results set directory, exit status: 0 when every run exited 0, else the first non-zero
-    run status; an interrupted run stops the set).
+    is rewritten after every repetition, in seed order, so an interrupted set keeps what it
+    finished. Returns (results set directory, exit status: 0 when every run exited 0, else the
+    first non-zero run status in seed order; an interrupted run stops the set).
     """
-    from testbed.run import RunOptions, execute_run, exit_status, format_summary
+    from testbed.parallel import run_plan
     from testbed.rundir import utc_now_iso, write_json_atomic
     from testbed.topology import expand, load_topology
 
@@ -179,26 +182,73 @@ def run_repeated(topology: Path, *, repeat: int, seed: int | None, out: Path | N
                             "topology": str(topology), "seeds": [first + i for i in range(repeat)],
                             "repeat": repeat, "started_at": utc_now_iso(),
                             "command": list(command), "repetitions": []}
-    status = 0
-    for i, experiment in enumerate(experiments):
-        options = RunOptions(out=root / f"rep-{i}", time_limit=time_limit, quiet=quiet,
-                             launcher=launcher, command=tuple(command))
-        print(f"repetition {i + 1}/{repeat} (seed {experiment.seed})", flush=True)
-        result = execute_run(experiment, topo.text, options)
-        print(format_summary(result.summary, result.run_dir), flush=True)
-        rep_status = exit_status(result.summary)
-        status = status or rep_status
-        if result.summary["status"] == "interrupted":
-            if data["repetitions"]:
-                write_json_atomic(root / RESULTS_FILE, data)
-            return root, rep_status
-        figures, failed = _repetition_figures(result)
-        if failed:
-            status = status or 1
-        data["repetitions"].append({"index": i, "seed": experiment.seed,
-                                    "run_dir": f"rep-{i}", "exit_status": rep_status,
-                                    **figures})
+    entries: dict[int, dict[str, Any]] = {}
+
+    def on_done(finished: Finished) -> None:
+        value = finished.outcome.value
+        if finished.outcome.status == "interrupted" or not value or "figures" not in value:
+            return
+        i = finished.index
+        entries[i] = {"index": i, "seed": first + i, "run_dir": f"rep-{i}",
+                      "exit_status": value["exit_status"], **value["figures"]}
+        data["repetitions"] = [entries[k] for k in sorted(entries)]
         write_json_atomic(root / RESULTS_FILE, data)
-    rs = load_results(root)
-    print(format_set(rs), flush=True)
-    return root, status
+
+    options = {"time_limit": time_limit, "quiet": quiet or jobs > 1, "launcher": launcher,
+               "command": tuple(command)}
+    tasks = [_repetition_task(experiment, topo.text, root / f"rep-{i}", options,
+                              f"{i + 1}/{repeat}", announce=jobs == 1)
+             for i, experiment in enumerate(experiments)]
+    plan = run_plan(tasks, jobs=jobs, on_done=on_done,
+                    echo=lambda line: print(line, flush=True))
+    if plan.interrupted:
+        return root, _interrupted_status(plan)
+    if not entries:
+        print(f"testbed run: no repetition of {root} finished", file=sys.stderr)
+        return root, 1
+    print(format_set(load_results(root)), flush=True)
+    return root, _set_status(plan.finished)
+
+
+def _repetition_task(experiment: Experiment, topology_text: str, out: Path,
+                     settings: dict[str, Any], progress: str, *, announce: bool) -> Task:
+    """One repetition as a task of the plan: run it, compute its metrics. ``announce``: print
+    what ``testbed run`` prints (runs one at a time; else the scheduler's lines say it)."""
+    from testbed.parallel import Outcome, Task
+    from testbed.run import RunOptions, execute_run, exit_status, format_summary
+
+    def work() -> Outcome:
+        if announce:
+            print(f"repetition {progress} (seed {experiment.seed})", flush=True)
+        result = execute_run(experiment, topology_text, RunOptions(out=out, **settings))
+        if announce:
+            print(format_summary(result.summary, result.run_dir), flush=True)
+        status = result.summary["status"]
+        if status == "interrupted":
+            return Outcome(status, {"exit_status": exit_status(result.summary)})
+        figures, failed = _repetition_figures(result)
+        return Outcome(status, {"exit_status": exit_status(result.summary),
+                                "figures": figures, "analysis_failed": failed})
+
+    return Task(f"{out.name} (seed {experiment.seed})", work)
+
+
+def _interrupted_status(plan: PlanResult) -> int:
+    """128 + the signal that stopped the set (or that stopped the interrupted run)."""
+    if plan.signal is not None:
+        return 128 + plan.signal
+    for finished in plan.finished:
+        if finished.outcome.status == "interrupted":
+            return int((finished.outcome.value or {}).get("exit_status", 130))
+    return 130
+
+
+def _set_status(finished: Sequence[Finished]) -> int:
+    """The first repetition's non-zero status in seed order: its run's exit status, else 1 if
+    its analysis failed or it ended without a report."""
+    for f in finished:
+        value = f.outcome.value or {}
+        code = value.get("exit_status", 1) or (1 if value.get("analysis_failed") else 0)
+        if code:
+            return int(code)
+    return 0
