@@ -203,6 +203,10 @@ class _Scheduler:
         first = self.signals[0] if self.signals else None
         return PlanResult(self.finished, self.interrupted or bool(self.signals), first)
 
+    def _say(self, line: str) -> None:
+        self.echo(line)
+        sys.stdout.flush()  # a CI log shows each start and end when it happens
+
     def _on_signal(self, signum: int, _frame: Any) -> None:
         self.signals.append(signum)  # acted on by the loop: never fork or kill in a handler
 
@@ -234,14 +238,14 @@ class _Scheduler:
         cpu = self.cpu_probe()
         if cpu <= self.threshold:
             if self.waiting_since is not None:
-                self.echo(f"host CPU {cpu:.0f}%: starting again after waiting "
+                self._say(f"host CPU {cpu:.0f}%: starting again after waiting "
                           f"{time.monotonic() - self.waiting_since:.0f} s")
                 self.waiting_since = None
             return True
         if self.waiting_since is None:
             self.waiting_since = now
             index = self.pending[0]
-            self.echo(f"host CPU {cpu:.0f}% is above {self.threshold:.0f}% (saturated): not "
+            self._say(f"host CPU {cpu:.0f}% is above {self.threshold:.0f}% (saturated): not "
                       f"starting {self._label(index)} while {len(self.running)} run(s) go on; "
                       f"checking again every {self.cpu_recheck:g} s")
         self.next_cpu_check = time.monotonic() + self.cpu_recheck
@@ -272,7 +276,7 @@ class _Scheduler:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
         os.close(write_fd)
         self.running[index] = _Child(index, pid, read_fd, time.monotonic())
-        self.echo(f"{self._label(index)}: started ({len(self.running)} running)")
+        self._say(f"{self._label(index)}: started ({len(self.running)} running)")
 
     def _collect(self, timeout: float) -> None:
         by_fd = {child.fd: child for child in self.running.values()}
@@ -296,12 +300,12 @@ class _Scheduler:
             _, is_testbed, message = report
             self.errors.append((name, is_testbed, message))
             self.stopping = True
-            self.echo(f"{self._label(child.index)}: error after {seconds:.1f} s")
+            self._say(f"{self._label(child.index)}: error after {seconds:.1f} s")
             return
         outcome: Outcome = report[1]
         done = Finished(child.index, name, outcome, seconds)
         self.finished.append(done)
-        self.echo(f"{self._label(child.index)}: {outcome.status} after {seconds:.1f} s")
+        self._say(f"{self._label(child.index)}: {outcome.status} after {seconds:.1f} s")
         if outcome.status == "interrupted":
             self.interrupted = self.stopping = True
         self.on_done(done)
@@ -315,7 +319,7 @@ class _Scheduler:
             self.stopping = True
             again = " again: killing at once" if self.forwarded > 1 else \
                 ": no further run starts (again to kill at once)"
-            self.echo(f"{signal.Signals(signum).name}: stopping {len(self.running)} running "
+            self._say(f"{signal.Signals(signum).name}: stopping {len(self.running)} running "
                       f"run(s){again}")
             for child in self.running.values():
                 with contextlib.suppress(ProcessLookupError):

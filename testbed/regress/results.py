@@ -199,8 +199,7 @@ def run_repeated(topology: Path, *, repeat: int, seed: int | None, out: Path | N
     tasks = [_repetition_task(experiment, topo.text, root / f"rep-{i}", options,
                               f"{i + 1}/{repeat}", announce=jobs == 1)
              for i, experiment in enumerate(experiments)]
-    plan = run_plan(tasks, jobs=jobs, on_done=on_done,
-                    echo=lambda line: print(line, flush=True))
+    plan = run_plan(tasks, jobs=jobs, on_done=on_done)
     if plan.interrupted:
         return root, _interrupted_status(plan)
     if not entries:
