@@ -22,7 +22,10 @@ def test_every_builtin_choker_decides_for_every_neighbour(name):
     view = choke_view([nbr("a", down_total=10), nbr("b"), nbr("c", interested=False)])
     decisions = choker.rechoke(view)
     assert set(decisions) == {"a", "b", "c"}
-    assert decisions["c"].kind == "choke"
+    # An uninterested neighbour never takes a regular slot; mainline may unchoke it on the way
+    # round its round-robin list (so that it can download as soon as it becomes interested).
+    assert decisions["c"].kind == "choke" or (name == "mainline"
+                                              and decisions["c"].kind == "optimistic")
 
 
 @pytest.mark.parametrize("name", sorted(PICKERS))
