@@ -1,4 +1,4 @@
-"""Analyses of a run directory: pandas tables, the metrics of RESEARCH.md, figures, reports.
+"""Analyses of a run directory: pandas tables, the metrics of docs/analysis.md, figures, reports.
 
     from analysis import load_run, metrics
     run = load_run("runs/flash_crowd-20250101-120000")

@@ -108,7 +108,7 @@ def test_stopped_removes_the_peer():
 
 
 def test_stopped_before_started_is_harmless():
-    # Transmission sends event=stopped before event=started (PROTOCOL.md).
+    # Transmission sends event=stopped before event=started (docs/tracker.md).
     swarm = make()
     result = swarm.announce(ann(1, event="stopped"), ip="127.0.0.1", now=0)
     assert (result.peers, result.complete, result.incomplete) == ((), 0, 0)

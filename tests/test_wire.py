@@ -234,7 +234,7 @@ def test_unknown_message_up_to_the_allowance_is_accepted():
 
 
 def test_bitfield_accepted_again_later():
-    # aria2 re-sends whole bitfields instead of have messages (docs: PROTOCOL.md).
+    # aria2 re-sends whole bitfields instead of have messages (docs/real-clients.md).
     b1 = Bitfield.from_indices([0], NUM_PIECES)
     b2 = Bitfield.from_indices([0, 1], NUM_PIECES)
     assert decode_all(encode(b1) + CHOKE_BYTES + encode(b2)) == [b1, Choke(), b2]

@@ -5,9 +5,9 @@ target as h11 hands them over (bytes), the client's address, the swarm and the t
 returns the status, the body and the log record to write. The trio server only moves bytes.
 
 Query strings are decoded as bytes, never as text: ``info_hash`` and ``peer_id`` are 20 raw
-bytes each, and real clients send them partly percent-escaped and partly raw (PROTOCOL.md,
-"what real clients do"). ``+`` is taken literally, as RFC 3986 says; BitTorrent clients escape
-a space byte as ``%20``.
+bytes each, and real clients send them partly percent-escaped and partly raw
+(docs/real-clients.md, "Announce query"). ``+`` is taken literally, as RFC 3986 says;
+BitTorrent clients escape a space byte as ``%20``.
 """
 
 from __future__ import annotations

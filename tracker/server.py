@@ -1,6 +1,6 @@
 """The tracker's trio server: h11 for HTTP/1.1 framing, tracker.http for everything else.
 
-This module only moves bytes (STYLE.md item 1): each connection gets its own task and an h11
+This module only moves bytes: each connection gets its own task and an h11
 state machine; complete requests go to ``tracker.http.handle_request``; replies go back. A
 client that stalls is dropped after ``request_timeout`` seconds, so idle or slow connections
 cannot pile up; a client that sends garbage gets a 400 and its connection closed, and the
@@ -38,7 +38,7 @@ async def serve_tracker(
     """Serve announces and scrapes until cancelled; report the bound port once listening.
 
     Use as ``port = await nursery.start(partial(serve_tracker, swarm=..., log=...))``
-    (STYLE.md item 8). Logs ``start`` once listening and ``stop`` on the way out, and
+    (trio's nursery.start protocol). Logs ``start`` once listening and ``stop`` on the way out, and
     flushes the log every ``flush_period`` seconds and at exit.
     """
     listeners = await trio.open_tcp_listeners(port, host=host)

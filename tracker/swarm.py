@@ -4,7 +4,7 @@ Every method takes the current time as an argument and draws its random choices 
 ``random.Random`` it was given, so tests drive it with explicit times and fixed seeds, and a
 run with the same seed and the same announces hands out the same peer lists.
 
-The rules follow BEP 3 ("Trackers") and PROTOCOL.md's notes on what real clients do:
+The rules follow BEP 3 ("Trackers") and what real clients do (docs/tracker.md):
 
 - a peer is identified by its peer id, never by its IP address (every testbed peer shares
   127.0.0.1); its address is the connection's source address, never a client-supplied ``ip=``;
@@ -64,7 +64,7 @@ class Announce:
     compact: bool = True
 
     def __post_init__(self) -> None:
-        # Refuse impossible values at birth (STYLE.md item 2); the HTTP layer names the
+        # Refuse impossible values at birth; the HTTP layer names the
         # offending parameter before it gets here, so these are programming errors.
         if len(self.info_hash) != 20 or len(self.peer_id) != 20:
             raise ValueError("info_hash and peer_id must be 20 bytes")

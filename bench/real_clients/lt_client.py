@@ -9,8 +9,8 @@ tracker and peers. Prints one line a second (``progress 0.53 peers 4 down 123456
 ``complete`` once every piece is verified; with ``--exit-on-complete`` it then exits 0.
 SIGTERM or SIGINT: pauses, tells the tracker ``stopped`` and exits 0.
 
-Two libtorrent defaults would make it misbehave in a loopback swarm (PROTOCOL.md, "What real
-clients do on loopback"):
+Two libtorrent defaults would make it misbehave in a loopback swarm (docs/real-clients.md,
+"Protocol corners"):
 - ``allow_multiple_connections_per_ip`` is off: every testbed peer is 127.0.0.1, so it would
   talk to one of them only;
 - peers on 127.0.0.0/8 are in the "local" peer class, exempt from rate limits: the global class

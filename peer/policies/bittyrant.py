@@ -12,7 +12,7 @@ while the sum of their u_p fits within its upload capacity, and caps its upload 
   but sent nothing we asked for); after ``rounds``
   consecutive reciprocated rounds, u_p *= 1 - cut (probe for the smallest rate that still works).
 
-Constants (paper: 20 % raise, 10 % cut, 3 rounds) are marked unchecked in RESEARCH.md, as is the
+Constants (paper: 20 % raise, 10 % cut, 3 rounds) are not checked against the paper, nor is the
 initial estimate: the paper estimates d_p of a peer that never sent to us from how fast it
 announces pieces (its download rate ≈ its upload capacity / its active set size) and starts u_p
 at the reference client's equal-split rate. The node's snapshot carries neither the
