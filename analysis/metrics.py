@@ -276,6 +276,8 @@ def reciprocation(run: Run, period: float | None = None) -> pd.DataFrame:
     bins = np.floor(tr["t"].to_numpy(float) / per).astype(np.int64)
     d_up = tr["d_up"].to_numpy(np.int64)
     names = tr["peer"].cat.categories
+    recip: np.ndarray  # float: bincount with weights (numpy's stubs say integers)
+    up: np.ndarray
     if len(tr):
         # One integer per (peer, neighbour, period): a single-key group-by, then bincounts.
         n_nb = int(nb_codes.max()) + 1
@@ -403,7 +405,8 @@ def _present(pres: pd.DataFrame, grid: np.ndarray) -> np.ndarray:
     end = grid[-1] if len(grid) else 0.0
     leave = np.where(leave >= end, np.inf, leave)
     g = grid[:, None]
-    return (join[None, :] <= g) & (g < leave[None, :])
+    present: np.ndarray = (join[None, :] <= g) & (g < leave[None, :])
+    return present
 
 
 def population(run: Run, step: float | None = None) -> pd.DataFrame:

@@ -12,6 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # after use("Agg"): the backend must be chosen first
 import numpy as np
 from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
 from analysis import injection, metrics
 from analysis.load import Run
@@ -19,7 +20,7 @@ from analysis.load import Run
 DPI = 110
 
 
-def _save(fig: plt.Figure, out: Path) -> Path:
+def _save(fig: Figure, out: Path) -> Path:
     fig.tight_layout()
     fig.savefig(out, dpi=DPI)
     plt.close(fig)
@@ -35,7 +36,8 @@ def completion_cdf(run: Run, out: Path) -> Path:
             continue
         x = np.concatenate([[0.0], sub["completion_time"].to_numpy()])
         y = np.concatenate([[0.0], sub["fraction"].to_numpy()])
-        style = {"color": "black", "linestyle": "--", "linewidth": 1.2} if group == "all" else {}
+        style: dict[str, Any] = ({"color": "black", "linestyle": "--", "linewidth": 1.2}
+                                 if group == "all" else {})
         ax.step(x, y, where="post", label=f"{group} (n={_n_group(run, group)})", **style)
     ax.set_xlabel("completion time since arrival (s)")
     ax.set_ylabel("fraction of leechers completed")
@@ -68,7 +70,7 @@ def progress(run: Run, out: Path) -> Path:
     ax2.set_ylabel("peers present")
     ax2.set_ylim(bottom=0)
     lines = ax.get_lines() + ax2.get_lines()
-    ax.legend(lines, [ln.get_label() for ln in lines], loc="center right", fontsize=8)
+    ax.legend(lines, [str(ln.get_label()) for ln in lines], loc="center right", fontsize=8)
     ax.set_title("Swarm progress")
     return _save(fig, out)
 
@@ -110,7 +112,7 @@ def availability(run: Run, out: Path) -> Path:
     ax2.set_ylim(0, 1.02)
     ax2.set_ylabel("normalised entropy")
     lines = ax.get_lines() + ax2.get_lines()
-    ax.legend(lines, [ln.get_label() for ln in lines], loc="lower right", fontsize=8)
+    ax.legend(lines, [str(ln.get_label()) for ln in lines], loc="lower right", fontsize=8)
     ax.set_title("Piece availability")
     return _save(fig, out)
 

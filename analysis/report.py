@@ -41,7 +41,7 @@ def headline(run: Run) -> dict[str, Any]:
     recip = metrics.reciprocation(run)
     recip_lee = recip[recip["role"] == "leecher"]
     opt = metrics.optimistic_share(run)
-    return _clean({
+    headline: dict[str, Any] = _clean({
         "run": str(run.path), "name": run.experiment.get("name"),
         "status": summary.get("status"),
         "peers": int((run.peers["role"] != "external").sum()),
@@ -66,6 +66,7 @@ def headline(run: Run) -> dict[str, Any]:
         "cpu": summary.get("cpu"),
         "warnings": list(run.warnings),
     })
+    return headline
 
 
 def utilisation_series(run: Run) -> dict[str, Any]:
