@@ -22,6 +22,7 @@ from analysis._read import check_schema, line_number, locate
 from analysis._tables import (
     CHOKES,
     COLUMNAR,
+    DTYPES,
     PIECES,
     ROWS,
     TOTALS,
@@ -245,8 +246,7 @@ def _column_of_frame(col: Col, values: pd.Series, acc: Columns) -> np.ndarray:
         return acc.ids.from_categorical(values)
     if col.kind is Kind.LABEL:
         return acc.labels.from_categorical(values)
-    dtypes = {Kind.FLOAT: float, Kind.INT: np.int64, Kind.BOOL: bool}
-    array: np.ndarray = values.to_numpy(dtypes[col.kind])
+    array: np.ndarray = values.to_numpy(DTYPES[col.kind])
     return array
 
 

@@ -23,13 +23,12 @@ import numpy as np
 import pandas as pd
 
 from analysis._read import loads, read_lines, records
-from analysis._tables import CHOKES, TRANSFERS, Kind
+from analysis._tables import CHOKES, DTYPES, TRANSFERS, Kind
 
 _ITEMS = CHOKES.items
 _KEYS = tuple(c.field for c in _ITEMS)
 _CSV_NAMES = [name for key in _KEYS for name in (f"key_{key}", key)]
-_CSV_DTYPE: dict[Kind, Any] = {Kind.FLOAT: float, Kind.INT: np.int64, Kind.BOOL: bool,
-                               Kind.LABEL: "category", Kind.ID: "category"}
+_CSV_DTYPE: dict[Kind, Any] = {**DTYPES, Kind.LABEL: "category", Kind.ID: "category"}
 _DTYPES = {c.field: _CSV_DTYPE[c.kind] for c in _ITEMS}
 _TEXT = [key for key, dtype in _DTYPES.items() if dtype == "category"]
 _NOT_NULL = [c.field for c in _ITEMS if c.required]

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from analysis._columns import Columns, joined
-from analysis._tables import Col, Kind, Table
+from analysis._tables import DTYPES, Col, Kind, Table
 
 EXTERNAL = "external"
 """The group of a peer id that ``experiment.json`` does not name (a real client)."""
@@ -67,8 +67,7 @@ def _column(col: Col, chunks: list[Any], acc: Columns, names: IdMapper) -> Any:
         get = names.id_to_name.get
         return pd.Series([list(map(get, ids, ids)) for chunk in chunks for ids in chunk],
                          dtype=object)
-    dtypes = {Kind.FLOAT: float, Kind.INT: np.int64, Kind.BOOL: bool}
-    return joined(chunks, dtypes[kind])
+    return joined(chunks, DTYPES[kind])
 
 
 def table_frame(table: Table, acc: Columns, names: IdMapper) -> pd.DataFrame:

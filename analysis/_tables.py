@@ -34,6 +34,10 @@ class Kind(enum.Enum):
     VALUE = "value"  # as decoded, row by row (small tables): pandas infers the dtype
 
 
+DTYPES: dict[Kind, Any] = {Kind.FLOAT: float, Kind.INT: np.int64, Kind.BOOL: bool}
+"""The numpy dtype of the kinds stored as plain arrays."""
+
+
 class Source(enum.Enum):
     """Where a column's values come from."""
 
