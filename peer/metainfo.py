@@ -99,7 +99,22 @@ def parse_metainfo(data: bytes, source: str = "<torrent>") -> Metainfo:
         raise fail(f"must be a power of two >= {MIN_PIECE_LENGTH}, got {piece_length}",
                    "info.piece length")
 
-    pieces = info.get(b"pieces")
+    piece_hashes = _piece_hashes(info.get(b"pieces"), length, piece_length, fail)
+    start, end = _info_span(data)
+    return Metainfo(
+        announce=announce,
+        name=name,
+        length=length,
+        piece_length=piece_length,
+        piece_hashes=piece_hashes,
+        info_hash=hashlib.sha1(data[start:end]).digest(),
+        raw=data,
+    )
+
+
+def _piece_hashes(pieces: object, length: int, piece_length: int,
+                  fail: _Fail) -> tuple[bytes, ...]:
+    """``info.pieces`` split into SHA-1 digests, one for every piece of the content."""
     if pieces is None:
         raise fail("missing", "info.pieces")
     if not isinstance(pieces, bytes):
@@ -109,17 +124,7 @@ def parse_metainfo(data: bytes, source: str = "<torrent>") -> Metainfo:
         raise fail(f"must be {HASH_LENGTH} x {count} = {HASH_LENGTH * count} bytes for "
                    f"{length} bytes in pieces of {piece_length}, got {len(pieces)}",
                    "info.pieces")
-
-    start, end = _info_span(data)
-    return Metainfo(
-        announce=announce,
-        name=name,
-        length=length,
-        piece_length=piece_length,
-        piece_hashes=tuple(pieces[i:i + HASH_LENGTH] for i in range(0, len(pieces), HASH_LENGTH)),
-        info_hash=hashlib.sha1(data[start:end]).digest(),
-        raw=data,
-    )
+    return tuple(pieces[i:i + HASH_LENGTH] for i in range(0, len(pieces), HASH_LENGTH))
 
 
 def _info_span(data: bytes) -> tuple[int, int]:
