@@ -3,7 +3,7 @@
     .venv/bin/python bench/bench_analysis.py [--peers 100] [--neighbours 20] [--duration 6500]
                                              [--pieces 2000] [--repeat 3] [--keep DIR]
 
-The synthetic run has the event mix a real one has (docs/log-schema.md, as peer/node.py writes
+The synthetic run has the event mix a real one has (docs/log-schema.md, as peer/session.py writes
 it): one ``counters`` line per peer per second naming the neighbours whose counts changed since
 the previous line (five of its twenty, each second), a ``rechoke`` every 10 s (plus as many
 interest-triggered ones) listing every connected neighbour, one ``piece`` line per verified
@@ -125,7 +125,7 @@ def generate(root: Path, *, peers: int, neighbours: int, duration: float, pieces
                 else:
                     cum[j][1] += BLOCK
                     down += BLOCK
-            # Only the neighbours whose counts moved since the previous line (peer/node.py).
+            # Only the neighbours whose counts moved since the previous line (peer/session.py).
             n = ",".join(f'"{ids[j]}":[{cum[j][0]},{cum[j][1]}]' for j in sorted(moved))
             timeline.append((float(sec), f'{{"t":{sec:.4f},"ev":"counters","up":{up},'
                                          f'"down":{down},"n":{{{n}}}}}'))

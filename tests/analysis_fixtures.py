@@ -69,7 +69,7 @@ def counters(t: float, n: dict[int, tuple[int, int]], *, up: int | None = None,
 
 def rechoke(t: float, rnd: int, decisions: dict[int, str], *, seed: bool = False,
             trigger: str = "timer", rates: dict[int, float] | None = None) -> dict[str, Any]:
-    """A ``rechoke`` line as peer/node.py writes it (neighbour keys in its order)."""
+    """A ``rechoke`` line as peer/session.py writes it (neighbour keys in its order)."""
     nbrs = [{"peer": pid(i), "down_rate": 10.0 * i, "up_rate": 0.5 * i, "interested": True,
              "choking_us": i % 2 == 0, "snubbed": False, "decision": d,
              "reason": None if d == "choke" else f"test, {d}",
