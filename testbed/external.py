@@ -30,30 +30,35 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import hashlib
-import json
 import os
 import shlex
 import shutil
 import signal
 import socket
-import string
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
 
 from peer.cli import fail
-from peer.config import RateLimit
-from peer.errors import ConfigError, TestbedError
+from peer.errors import TestbedError
 from peer.eventlog import SCHEMA_VERSION, EventLog, RunClock
 from peer.metainfo import Metainfo, read_torrent
-from testbed.experiment import Experiment, PeerPlan
+from testbed.experiment import Experiment
+from testbed.external_plan import (
+    PLACEHOLDERS,
+    ExternalConfig,
+    ExternalPeerPlan,
+    check_template,
+    kib,
+    missing_programs,
+    render_command,
+)
 
+# The plan side (templates, ExternalPeerPlan, ExternalConfig) lives in testbed.external_plan;
+# it is re-exported here for callers that know real clients by this module.
 __all__ = [
     "PLACEHOLDERS",
     "ExternalConfig",
@@ -68,86 +73,7 @@ __all__ = [
     "render_command",
 ]
 
-PLACEHOLDERS: dict[str, str] = {
-    "torrent": "absolute path of the run's .torrent",
-    "dir": "absolute path of this peer's own directory (external/<name>/); the client saves "
-           "the file there (a seed finds it there)",
-    "file": "absolute path of the content file in {dir}",
-    "port": "a free TCP port on 127.0.0.1 for the client to listen on",
-    "tracker": "the tracker's announce URL",
-    "name": "the peer's name, e.g. aria-0",
-    "peer_id": "the testbed peer id of this peer (20 characters), e.g. for aria2c's "
-               "--peer-id-prefix, so that other peers' logs name it",
-    "seed": "this peer's random seed",
-    "upload_rate": "the group's upload capacity in bytes/s (0: unlimited)",
-    "download_rate": "the group's download capacity in bytes/s (0: unlimited)",
-    "upload_rate_kib": "the upload capacity in whole KiB/s, rounded up (0: unlimited)",
-    "download_rate_kib": "the download capacity in whole KiB/s, rounded up (0: unlimited)",
-    "python": "the testbed's Python interpreter",
-    "repo": "the testbed's source tree (for bench/real_clients/lt_client.py)",
-}
-"""The ``{placeholders}`` a command template may use, and what each becomes."""
-
 REPO = Path(__file__).resolve().parent.parent
-POLL_PERIOD = 0.5
-STOP_GRACE = 2.5
-"""Below the orchestrator's own grace period (3 s), so the supervisor gets to log ``stop``."""
-
-
-# ---------------------------------------------------------------------------------------------
-# Command templates
-
-
-def check_template(template: Sequence[str]) -> str | None:
-    """What is wrong with a command template (None: nothing): an unknown or malformed
-    placeholder, an empty command. Literal braces are written ``{{`` and ``}}``."""
-    if not template or not template[0].strip():
-        return "the command is empty: give the client program and its options"
-    for word in template:
-        try:
-            fields = list(string.Formatter().parse(word))
-        except ValueError as exc:
-            return f"cannot read {word!r}: {exc} (write a literal brace as '{{{{' or '}}}}')"
-        for _, field, spec, conversion in fields:
-            if field is None:
-                continue
-            if field not in PLACEHOLDERS or spec or conversion:
-                return (f"unknown placeholder {{{field}}} in {word!r}; known: "
-                        + ", ".join(f"{{{p}}}" for p in PLACEHOLDERS))
-    return None
-
-
-def split_command(value: str | Sequence[str]) -> tuple[str, ...]:
-    """A command given as one string (split like a POSIX shell) or as a list of words."""
-    if isinstance(value, str):
-        return tuple(shlex.split(value))
-    return tuple(value)
-
-
-def render_command(template: Sequence[str], values: Mapping[str, object]) -> list[str]:
-    """The template's words with every placeholder filled (check it first)."""
-    text = {k: str(v) for k, v in values.items()}
-    return [word.format_map(text) for word in template]
-
-
-def kib(rate: float | None) -> int:
-    """A rate as whole KiB/s for a client's option, rounded up; 0 means unlimited (as both
-    aria2c's ``--max-*-limit`` and libtorrent's rate limits read 0)."""
-    if rate is None:
-        return 0
-    return max(1, -(-int(rate) // 1024))
-
-
-def missing_programs(templates: Sequence[Sequence[str]]) -> list[str]:
-    """The programs of these templates that are not found on PATH (placeholders aside)."""
-    missing = []
-    for template in templates:
-        program = template[0]
-        if "{" in program:
-            continue  # {python}: always there
-        if shutil.which(program) is None and program not in missing:
-            missing.append(program)
-    return missing
 
 
 # ---------------------------------------------------------------------------------------------
@@ -183,82 +109,6 @@ def opentracker_argv(*, port: int, directory: str | Path, program: str = "opentr
     """
     return [program, "-i", "127.0.0.1", "-p", str(port), "-P", str(port), "-u", user,
             "-d", str(directory), "-w", "whitelist.txt"]
-
-
-# ---------------------------------------------------------------------------------------------
-# The plan and the supervisor's config
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ExternalPeerPlan(PeerPlan):
-    """A peer of the experiment that is a real client started from ``command``."""
-
-    command: tuple[str, ...]
-    """The command template, placeholders unfilled."""
-
-    def external_config(self, *, torrent: str, log: str, tracker: str, run_start: float,
-                        directory: str, content: str | None) -> ExternalConfig:
-        leave: float | None = None
-        if self.departure.kind == "on_completion":
-            leave = 0.0
-        elif self.departure.kind == "after_completion":
-            leave = self.departure.time
-        return ExternalConfig(
-            name=self.name, group=self.group, peer_id=self.peer_id, role=self.role,
-            seed=self.seed, command=self.command, torrent=torrent, log=log, tracker=tracker,
-            run_start=run_start, directory=directory, content=content, upload=self.upload,
-            download=self.download, leave_after_complete=leave)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ExternalConfig:
-    """Everything ``python -m testbed.external`` needs; relative paths are from its cwd."""
-
-    name: str
-    group: str
-    peer_id: str
-    role: str
-    seed: int
-    command: tuple[str, ...]
-    torrent: str
-    log: str
-    tracker: str
-    run_start: float
-    directory: str
-    """The client's own directory, created if missing."""
-    content: str | None = None
-    """Seed: the content file to place in ``directory`` before the client starts."""
-    upload: RateLimit = dataclasses.field(default_factory=RateLimit)
-    download: RateLimit = dataclasses.field(default_factory=RateLimit)
-    leave_after_complete: float | None = None
-    poll_period: float = POLL_PERIOD
-    stop_grace: float = STOP_GRACE
-
-    def to_json(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        data["kind"] = "external"
-        return data
-
-    @classmethod
-    def load(cls, path: str | Path) -> ExternalConfig:
-        try:
-            data = json.loads(Path(path).read_text())
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"cannot read external peer config: {exc}", path=str(path)) from None
-        if not isinstance(data, dict) or data.pop("kind", None) != "external":
-            raise ConfigError("not an external peer config (no \"kind\": \"external\")",
-                              path=str(path))
-        try:
-            data["command"] = tuple(data["command"])
-            data["upload"] = RateLimit(**data.get("upload") or {})
-            data["download"] = RateLimit(**data.get("download") or {})
-            config = cls(**data)
-        except (KeyError, TypeError) as exc:
-            raise ConfigError(f"bad external peer config: {exc}", path=str(path)) from None
-        problem = check_template(config.command)
-        if problem:
-            raise ConfigError(problem, "command", str(path))
-        return config
 
 
 # ---------------------------------------------------------------------------------------------
@@ -358,21 +208,44 @@ class Supervisor:
                           start=None, ok=True, blame=[], **{"from": []})
 
     def run(self) -> int:
-        c = self.config
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
+        self._prepare_directory()
+        port = free_port()
+        argv = render_command(self.config.command, self.values(port))
+        self.checker.check()  # a seed holds everything already; a leecher usually nothing
+        started = self.clock.now()
+        client = self._start_client(argv, port)
+        was_complete = self.checker.complete
+        reason, code = self._watch(client, started, was_complete)
+        if code is None:
+            code = _stop(client, self.config.stop_grace)
+        if not self.checker.complete:
+            self._new_pieces()  # what the client wrote before it went
+            if self.checker.complete:
+                self._log_complete(self.clock.now() - started)
+        down = 0 if was_complete else sum(self.metainfo.piece_size(i)
+                                          for i, h in enumerate(self.checker.have) if h)
+        self.log.emit("stop", reason=reason, up=None, down=down, client_exit=code)
+        self.log.close()
+        if reason.startswith("client exited"):
+            return 0 if code == 0 else 1
+        return 0
+
+    def _prepare_directory(self) -> None:
+        c = self.config
         self.directory.mkdir(parents=True, exist_ok=True)
         if c.role == "seed":
             if not c.content:
                 raise TestbedError(f"{c.name}: an external seed needs the content file")
             _place_content(Path(c.content).resolve(), self.file)
-        port = free_port()
-        argv = render_command(c.command, self.values(port))
-        self.checker.check()  # a seed holds everything already; a leecher usually nothing
-        started = self.clock.now()
-        parent = os.getpid()
+
+    def _start_client(self, argv: list[str], port: int) -> subprocess.Popen[bytes]:
+        """Start the client, dying with us, and log ``start`` as a testbed peer would."""
         from testbed.launch import set_parent_death_signal
 
+        c = self.config
+        parent = os.getpid()
         try:
             client = subprocess.Popen(argv, stdin=subprocess.DEVNULL, cwd=self.directory,
                                       preexec_fn=lambda: set_parent_death_signal(parent))
@@ -392,46 +265,34 @@ class Supervisor:
             protocol={}, seed=c.seed, have=self.checker.count, external=True, command=argv)
         self.log.flush()
         print(f"testbed.external: started {shlex.join(argv)} (pid {client.pid})", flush=True)
-        completed_at: float | None = self.clock.now() if self.checker.complete else None
-        was_complete = self.checker.complete
-        reason = ""
-        code: int | None = None
+        return client
+
+    def _watch(self, client: subprocess.Popen[bytes], started: float,
+               was_complete: bool) -> tuple[str, int | None]:
+        """Log pieces as they appear until the client exits (its exit code), a signal comes
+        or it is time to leave after completing (None: the client still runs)."""
+        c = self.config
+        completed_at: float | None = self.clock.now() if was_complete else None
         while True:
             code = client.poll()
             if code is not None:
-                reason = f"client exited with code {code}"
-                break
+                return f"client exited with code {code}", code
             if self.stop_signal is not None:
-                reason = "signal"
-                break
+                return "signal", None
             if not self.checker.complete:
                 self._new_pieces()
                 if self.checker.complete:
                     completed_at = self.clock.now()
-                    self.log.emit("complete", downloaded=self.metainfo.length,
-                                  elapsed=round(completed_at - started, 4))
+                    self._log_complete(completed_at - started)
             leave = c.leave_after_complete
             if completed_at is not None and not was_complete and leave is not None and \
                     self.clock.now() - completed_at >= leave:
-                reason = "left after completion"
-                break
+                return "left after completion", None
             self.log.flush()
             time.sleep(c.poll_period)
-        if code is None:
-            code = _stop(client, c.stop_grace)
-        if not self.checker.complete:
-            self._new_pieces()  # what the client wrote before it went
-            if self.checker.complete:
-                now = self.clock.now()
-                self.log.emit("complete", downloaded=self.metainfo.length,
-                              elapsed=round(now - started, 4))
-        down = 0 if was_complete else sum(self.metainfo.piece_size(i)
-                                          for i, h in enumerate(self.checker.have) if h)
-        self.log.emit("stop", reason=reason, up=None, down=down, client_exit=code)
-        self.log.close()
-        if reason.startswith("client exited"):
-            return 0 if code == 0 else 1
-        return 0
+
+    def _log_complete(self, elapsed: float) -> None:
+        self.log.emit("complete", downloaded=self.metainfo.length, elapsed=round(elapsed, 4))
 
 
 def _stop(client: subprocess.Popen[bytes], grace: float) -> int:

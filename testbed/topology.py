@@ -4,40 +4,44 @@ Everything is checked before anything starts: unknown keys (with the closest val
 suggested), duplicate keys (which PyYAML would silently resolve to the last), wrong types, bad
 units, impossible times and counts. Every error is a ``TopologyError`` naming the file, the key
 path (``groups[1].upload``) and the 1-based line, so ``testbed validate`` and ``testbed run`` can
-print one line and exit 2. The schema is documented in docs/topology.md.
-
-The YAML is composed (not loaded) so that every value keeps the line it came from; the node tree
-is then turned into plain Python plus a map from key path to line.
+print one line and exit 2. The schema is documented in docs/topology.md; the YAML reader and the
+field checks are testbed.yamlfile's.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import hashlib
 import math
 import random
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, NoReturn
 
-import yaml
-
 from peer.config import BLOCK_SIZE, PolicySpec, ProtocolSettings, RateLimit
-from peer.errors import ConfigError, TestbedError
+from peer.errors import ConfigError
 from peer.policy import CHOKERS, PICKERS
-from peer.units import parse_rate, parse_size
 from testbed.experiment import (
     ContentSpec,
     Departure,
+    DepartureKind,
     EndCondition,
     Experiment,
     PeerPlan,
     peer_id_for,
 )
-from testbed.external import ExternalPeerPlan, check_template, split_command
+from testbed.external_plan import ExternalPeerPlan, check_template, split_command
+from testbed.yamlfile import (
+    FieldChecker,
+    InputFileError,
+    describe,
+    did_you_mean,
+    is_number,
+    read_text_file,
+    read_yaml,
+)
 
 __all__ = [
     "BUILTIN_CHOKERS",
@@ -61,23 +65,11 @@ DEFAULT_TIME_LIMIT = 3600.0
 DEFAULT_ANNOUNCE_INTERVAL = 30.0
 
 
-class TopologyError(TestbedError, ValueError):
+class TopologyError(InputFileError):
     """A topology that cannot be run: ``file``, ``key`` (a path like ``groups[1].upload``),
     ``line`` (1-based) and ``message`` say what and where."""
 
-    def __init__(self, message: str, *, file: str | None = None, key: str | None = None,
-                 line: int | None = None) -> None:
-        self.message = message
-        self.file = file
-        self.key = key
-        self.line = line
-        super().__init__(message)
-
-    def __str__(self) -> str:
-        where = self.file or "<topology>"
-        if self.line is not None:
-            where = f"{where}:{self.line}"
-        return f"{where}: {self.key}: {self.message}" if self.key else f"{where}: {self.message}"
+    unnamed = "<topology>"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -169,33 +161,19 @@ class Topology:
 # Public entry points
 
 
-def read_text_file(path: str | Path, what: str,
-                   error: type[TopologyError] = TopologyError) -> str:
-    """The text of a YAML input file, or ``error`` naming the file and what is wrong."""
-    file = str(path)
-    try:
-        return Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise error("no such file", file=file) from None
-    except IsADirectoryError:
-        raise error(f"is a directory, not {what}", file=file) from None
-    except OSError as exc:
-        raise error(f"cannot read: {exc.strerror}", file=file) from None
-    except UnicodeDecodeError as exc:
-        raise error(f"not UTF-8 text (byte {exc.start})", file=file) from None
-
-
 def load_topology(path: str | Path) -> Topology:
     """Read and check a topology file; raises ``TopologyError`` naming the file, key and line."""
-    text = read_text_file(path, "a topology file")
+    text = read_text_file(path, "a topology file", TopologyError)
     return parse_topology(text, file=str(path), default_name=Path(path).stem)
 
 
 def parse_topology(text: str, *, file: str = "<topology>",
                    default_name: str = "topology") -> Topology:
     """Check topology YAML given as text (``file`` is only used in messages)."""
-    value, lines, key_lines = _read_yaml(text, file)
-    return _Checker(file, lines, key_lines).topology(value, text, default_name)
+    document = read_yaml(text, file, error=TopologyError,
+                         empty="empty file: a topology needs at least 'content' and 'groups'")
+    return _TopologyChecker(document, file, TopologyError, whole="the topology").topology(
+        document.value, text, default_name)
 
 
 def expand(topology: Topology, seed: int | None = None) -> Experiment:
@@ -219,7 +197,7 @@ def expand(topology: Topology, seed: int | None = None) -> Experiment:
                     f" (run seed {run_seed}); make the departure later than every arrival",
                     file=topology.file, key=f"{group.key}.departure", line=group.departure_line)
             index = len(peers)
-            fields = dict(
+            fields: dict[str, Any] = dict(
                 name=name, group=group.name, index=index, role=group.role,
                 peer_id=peer_id_for(index), seed=_peer_seed(run_seed, index), arrival=arrival,
                 departure=group.departure, upload=group.upload, download=group.download,
@@ -251,80 +229,6 @@ def _peer_seed(run_seed: int, index: int) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
-# YAML with lines
-
-_MAP_TAG = "tag:yaml.org,2002:map"
-_SEQ_TAG = "tag:yaml.org,2002:seq"
-_STR_TAG = "tag:yaml.org,2002:str"
-
-
-def _read_yaml(text: str, file: str) -> tuple[Any, dict[str, int], dict[str, int]]:
-    """Plain Python from YAML text, plus value and key lines (1-based) by key path."""
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        problem = exc.problem or exc.context or "cannot parse"
-        if exc.context and exc.problem and exc.context_mark is not None:
-            problem = f"{problem} ({exc.context} at line {exc.context_mark.line + 1})"
-        if "block end" in problem or "not allowed here" in problem:
-            # PyYAML's words for the commonest mistake are cryptic: say it plainly.
-            problem += "; check the indentation of this line and the one before"
-        raise TopologyError(f"YAML syntax: {problem}", file=file,
-                            line=mark.line + 1 if mark is not None else None) from None
-    except yaml.YAMLError as exc:
-        raise TopologyError(f"YAML: {exc}", file=file) from None
-    if root is None:
-        raise TopologyError("empty file: a topology needs at least 'content' and 'groups'",
-                            file=file, line=1)
-    lines: dict[str, int] = {}
-    key_lines: dict[str, int] = {}
-    constructor = yaml.SafeLoader("")  # only its scalar constructors are used
-
-    def convert(node: yaml.Node, path: str) -> Any:
-        lines[path] = node.start_mark.line + 1
-        if isinstance(node, yaml.MappingNode):
-            if node.tag != _MAP_TAG:
-                _fail_node(file, path, node, f"unsupported YAML tag {node.tag}")
-            result: dict[str, Any] = {}
-            for key_node, value_node in node.value:
-                if not (isinstance(key_node, yaml.ScalarNode) and key_node.tag == _STR_TAG):
-                    if isinstance(key_node, yaml.ScalarNode) and key_node.value == "<<":
-                        _fail_node(file, path, key_node,
-                                   "YAML merge keys (<<) are not supported: write the keys out")
-                    _fail_node(file, path, key_node, "keys must be names (text), "
-                               f"got {_describe(constructor.construct_object(key_node))}")
-                key = key_node.value
-                child = f"{path}.{key}" if path else key
-                if key in result:
-                    _fail_node(file, child, key_node,
-                               f"duplicate key '{key}' (first at line {key_lines[child]}); "
-                               "YAML would silently keep only the last one")
-                key_lines[child] = key_node.start_mark.line + 1
-                result[key] = convert(value_node, child)
-            return result
-        if isinstance(node, yaml.SequenceNode):
-            if node.tag != _SEQ_TAG:
-                _fail_node(file, path, node, f"unsupported YAML tag {node.tag}")
-            items = []
-            for i, item in enumerate(node.value):
-                child = f"{path}[{i}]"
-                key_lines[child] = item.start_mark.line + 1
-                items.append(convert(item, child))
-            return items
-        try:
-            return constructor.construct_object(node, deep=True)
-        except yaml.YAMLError as exc:
-            _fail_node(file, path, node, f"cannot read value: {getattr(exc, 'problem', exc)}")
-
-    return convert(root, ""), lines, key_lines
-
-
-def _fail_node(file: str, path: str, node: yaml.Node, message: str) -> NoReturn:
-    raise TopologyError(message, file=file, key=path or None, line=node.start_mark.line + 1)
-
-
-# ---------------------------------------------------------------------------------------------
 # The schema
 
 _TOP_KEYS = ("name", "seed", "content", "protocol", "tracker", "groups", "end")
@@ -334,65 +238,22 @@ _GROUP_KEYS = ("name", "count", "role", "upload", "download", "choker", "picker"
                "arrival", "departure", "command")
 _TESTBED_ONLY_KEYS = ("choker", "picker", "protocol")
 """Group keys that mean nothing for a real client (it runs its own algorithms)."""
-_RATE_KEYS = ("rate", "burst")
 _POLICY_KEYS = ("name", "params")
 _END_KEYS = ("all_complete", "time_limit")
 _ARRIVAL_FORMS = "a time (all at once), {uniform: [from, to]}, {poisson: {rate: r, start: t}} " \
                  "or {at: [t1, t2, ...]}"
 _DEPARTURE_FORMS = "never, on_completion, {after_completion: s}, {at: t} or {killed: t}"
+_UNTIMED_DEPARTURES: dict[str, DepartureKind] = {"never": "never", "on_completion": "on_completion"}
+_TIMED_DEPARTURES: tuple[DepartureKind, ...] = ("after_completion", "at", "killed")
 _PROTOCOL_FIELDS = {f.name: f for f in dataclasses.fields(ProtocolSettings)}
 
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 _GROUP_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _POLICY_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
-_DURATION = re.compile(
-    r"^\s*([+-]?[0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*(ms|s|sec|min|h)?\s*$")
-_DURATION_UNITS = {None: 1.0, "s": 1.0, "sec": 1.0, "ms": 0.001, "min": 60.0, "h": 3600.0}
 
 
-def _describe(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, dict):
-        return "a mapping"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, str):
-        return f"'{value}'"
-    if isinstance(value, int | float):
-        return f"{value!r}"
-    return f"{value!r} ({type(value).__name__})"
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-class _Checker:
+class _TopologyChecker(FieldChecker):
     """Turns the plain YAML value into a ``Topology``; every complaint gets its line."""
-
-    def __init__(self, file: str, lines: dict[str, int], key_lines: dict[str, int]) -> None:
-        self.file = file
-        self.lines = lines
-        self.key_lines = key_lines
-
-    # -- reporting ------------------------------------------------------------------------
-
-    def line(self, path: str, *, key: bool = False) -> int | None:
-        """The line of ``path`` (its key's line with ``key``), else of its nearest ancestor."""
-        while True:
-            found = (self.key_lines if key else self.lines).get(path)
-            if found is None and key:
-                found = self.lines.get(path)
-            if found is not None or not path:
-                return found
-            path = _parent(path)
-
-    def fail(self, path: str, message: str, *, key: bool = False) -> NoReturn:
-        raise TopologyError(message, file=self.file, key=path or None,
-                            line=self.line(path, key=key))
 
     def config_error(self, exc: ConfigError) -> NoReturn:
         """A ConfigError from a peer.config validator, placed at its key's line."""
@@ -401,108 +262,33 @@ class _Checker:
             message = message[len(exc.key) + 2:]
         self.fail(exc.key or "", message)
 
-    # -- generic shapes -------------------------------------------------------------------
-
-    def mapping(self, value: Any, path: str, valid: Sequence[str],
-                required: Sequence[str] = ()) -> dict[str, Any]:
-        if not isinstance(value, dict):
-            self.fail(path, f"must be a mapping of {', '.join(valid)}; got {_describe(value)}")
-        for key in value:
-            if key not in valid:
-                child = f"{path}.{key}" if path else key
-                close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
-                hint = f" (did you mean '{close[0]}'?)" if close else ""
-                self.fail(child, f"unknown key '{key}'{hint}; valid keys: {', '.join(valid)}",
-                          key=True)
-        for key in required:
-            if key not in value:
-                self.fail(f"{path}.{key}" if path else key,
-                          f"missing; {path or 'the topology'} needs '{key}'")
-        return value
-
-    def integer(self, value: Any, path: str, minimum: int) -> int:
-        if not isinstance(value, int) or isinstance(value, bool):
-            self.fail(path, f"must be a whole number, got {_describe(value)}")
-        if value < minimum:
-            self.fail(path, f"must be at least {minimum}, got {value}")
-        return value
-
-    def boolean(self, value: Any, path: str) -> bool:
-        if not isinstance(value, bool):
-            self.fail(path, f"must be true or false, got {_describe(value)}")
-        return value
-
-    def text(self, value: Any, path: str, pattern: re.Pattern[str] | None = None,
-             what: str = "") -> str:
-        if not isinstance(value, str):
-            self.fail(path, f"must be text, got {_describe(value)}")
-        if pattern is not None and not pattern.match(value):
-            self.fail(path, f"{_describe(value)} is not a valid name: {what}")
-        return value
-
-    def duration(self, value: Any, path: str, *, positive: bool = False,
-                 check_sign: bool = True) -> float:
-        """Seconds: a number, or text with a unit (``500ms``, ``10s``, ``2min``, ``1h``)."""
-        if _is_number(value):
-            seconds = float(value)
-        elif isinstance(value, str) and (match := _DURATION.match(value)):
-            seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
-        else:
-            self.fail(path, f"cannot read time {_describe(value)}: write seconds like 30, "
-                            "'30s', '500ms', '2min'")
-        if not math.isfinite(seconds):
-            self.fail(path, f"must be a finite time, got {_describe(value)}")
-        if check_sign and seconds < 0:
-            self.fail(path, f"must not be negative, got {_describe(value)}")
-        if check_sign and positive and seconds == 0:
-            self.fail(path, "must be more than 0 seconds")
-        return seconds
-
-    def size(self, value: Any, path: str) -> int:
-        if isinstance(value, bool) or not isinstance(value, str | int | float):
-            self.fail(path, f"must be a size like '16MiB', got {_describe(value)}")
-        try:
-            return parse_size(value)
-        except ValueError as exc:
-            self.fail(path, str(exc))
-
-    def rate(self, value: Any, path: str) -> RateLimit:
-        """``512KiB/s``, ``unlimited``, a number of bytes/s, or ``{rate: ..., burst: ...}``."""
-        burst: int | None = None
-        if isinstance(value, dict):
-            self.mapping(value, path, _RATE_KEYS, required=("rate",))
-            if value.get("burst") is not None:
-                burst = self.size(value["burst"], f"{path}.burst")
-            rate_path, value = f"{path}.rate", value["rate"]
-        else:
-            rate_path = path
-        if value is not None and (isinstance(value, bool) or not isinstance(value, str | int |
-                                                                              float)):
-            self.fail(rate_path, f"must be a rate like '512KiB/s' or 'unlimited', "
-                                 f"got {_describe(value)}")
-        try:
-            limit = RateLimit(rate=parse_rate(value), burst=burst)
-        except ValueError as exc:
-            self.fail(rate_path, str(exc))
-        try:
-            limit.validate(path)
-        except ConfigError as exc:
-            self.fail(f"{path}.burst" if burst is not None else path,
-                      str(exc).removeprefix(f"{path}: "))
-        return limit
-
     # -- sections -------------------------------------------------------------------------
 
     def topology(self, value: Any, text: str, default_name: str) -> Topology:
         if not isinstance(value, dict):
             self.fail("", f"the top level must be a mapping with keys {', '.join(_TOP_KEYS)}; "
-                          f"got {_describe(value)}")
+                          f"got {describe(value)}")
         top = self.mapping(value, "", _TOP_KEYS, required=("content", "groups"))
         name = self.text(top.get("name", default_name), "name", _NAME,
                          "use letters, digits, '_', '-' and '.'")
         seed = self.integer(top.get("seed", 0), "seed", 0)
+        content = self.content(top["content"])
+        tracker = self.mapping(_or_empty(top.get("tracker")), "tracker", _TRACKER_KEYS)
+        announce_interval = self.duration(
+            tracker.get("announce_interval", DEFAULT_ANNOUNCE_INTERVAL),
+            "tracker.announce_interval", positive=True)
+        url = self.tracker_url(tracker.get("url"))
+        protocol = self.global_protocol(_or_empty(top.get("protocol")), tracker)
+        groups = self.groups(top["groups"], protocol)
+        end = self.end(top.get("end", {}))
+        return Topology(
+            name=name, file=self.file, text=text, seed=seed, **content, protocol=protocol,
+            tracker_url=url, announce_interval=announce_interval, groups=groups, end=end,
+        )
 
-        content = self.mapping(top["content"], "content", _CONTENT_KEYS, required=("size",))
+    def content(self, value: Any) -> dict[str, Any]:
+        """The ``content`` section, as the Topology fields it sets."""
+        content = self.mapping(value, "content", _CONTENT_KEYS, required=("size",))
         size = self.size(content["size"], "content.size")
         piece_size = self.size(content.get("piece_size", 256 * 1024), "content.piece_size")
         if piece_size < BLOCK_SIZE or piece_size & (piece_size - 1):
@@ -514,37 +300,28 @@ class _Checker:
             content_seed = self.integer(content["seed"], "content.seed", 0)
         content_name = self.text(content.get("name", "content.bin"), "content.name", _NAME,
                                  "a file name: letters, digits, '_', '-' and '.'")
+        return {"content_size": size, "piece_size": piece_size, "content_seed": content_seed,
+                "content_name": content_name}
 
-        tracker = self.mapping(_or_empty(top.get("tracker")), "tracker", _TRACKER_KEYS)
-        announce_interval = self.duration(
-            tracker.get("announce_interval", DEFAULT_ANNOUNCE_INTERVAL),
-            "tracker.announce_interval", positive=True)
-        url = tracker.get("url")
-        if url is not None:
-            url = self.text(url, "tracker.url")
-            if not url.startswith(("http://", "https://")):
-                self.fail("tracker.url", f"must be an http:// or https:// announce URL, "
-                                         f"got {_describe(url)}")
+    def tracker_url(self, value: Any) -> str | None:
+        if value is None:
+            return None
+        url = self.text(value, "tracker.url")
+        if not url.startswith(("http://", "https://")):
+            self.fail("tracker.url", f"must be an http:// or https:// announce URL, "
+                                     f"got {describe(url)}")
+        return url
 
+    def global_protocol(self, value: Any, tracker: dict[str, Any]) -> ProtocolSettings:
+        """The ``protocol`` section over the defaults, with ``tracker.numwant`` if set."""
         base = ProtocolSettings()
         if "numwant" in tracker:
             base = dataclasses.replace(
                 base, numwant=self.integer(tracker["numwant"], "tracker.numwant", 1))
-        protocol_value = _or_empty(top.get("protocol"))
-        if "numwant" in tracker and isinstance(protocol_value, dict) \
-                and "numwant" in protocol_value:
-            self.fail("protocol.numwant", "numwant is also set in tracker.numwant: "
-                                          "set it in one place", key=True)
-        protocol = self.protocol(protocol_value, "protocol", base)
-
-        groups = self.groups(top["groups"], protocol)
-        end = self.end(top.get("end", {}))
-        return Topology(
-            name=name, file=self.file, text=text, seed=seed, content_name=content_name,
-            content_size=size, piece_size=piece_size, content_seed=content_seed,
-            protocol=protocol, tracker_url=url, announce_interval=announce_interval,
-            groups=groups, end=end,
-        )
+            if isinstance(value, dict) and "numwant" in value:
+                self.fail("protocol.numwant", "numwant is also set in tracker.numwant: "
+                                              "set it in one place", key=True)
+        return self.protocol(value, "protocol", base)
 
     def protocol(self, value: Any, path: str, base: ProtocolSettings) -> ProtocolSettings:
         """ProtocolSettings fields by name, over ``base``; ranges checked by its validate()."""
@@ -557,7 +334,7 @@ class _Checker:
                 changes[key] = self.boolean(raw, child)
             elif kind == "int":
                 if not isinstance(raw, int) or isinstance(raw, bool):
-                    self.fail(child, f"must be a whole number, got {_describe(raw)}")
+                    self.fail(child, f"must be a whole number, got {describe(raw)}")
                 changes[key] = raw
             elif kind.startswith("float"):
                 if raw is None and "None" in kind:
@@ -586,18 +363,17 @@ class _Checker:
             raw_params = value.get("params") or {}
             if not isinstance(raw_params, dict):
                 self.fail(f"{path}.params", f"must be a mapping of parameter names to values, "
-                                            f"got {_describe(raw_params)}")
+                                            f"got {describe(raw_params)}")
             self._plain(raw_params, f"{path}.params")
             params = dict(raw_params)
         else:
             name = value
         if not isinstance(name, str):
-            self.fail(name_path, f"must be a {what} name, got {_describe(name)}")
+            self.fail(name_path, f"must be a {what} name, got {describe(name)}")
         if name not in builtins and not _POLICY_PATH.match(name):
-            close = difflib.get_close_matches(name, builtins, n=1, cutoff=0.6)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            self.fail(name_path, f"unknown {what} '{name}'{hint}; built-in {what}s: "
-                                 f"{', '.join(builtins)}, or your own as 'module:Class'")
+            self.fail(name_path, f"unknown {what} '{name}'{did_you_mean(name, builtins)}; "
+                                 f"built-in {what}s: {', '.join(builtins)}, or your own as "
+                                 "'module:Class'")
         return PolicySpec(name=name, params=params)
 
     def _plain(self, value: Any, path: str) -> None:
@@ -611,58 +387,16 @@ class _Checker:
         elif not (value is None or isinstance(value, str | bool | int)
                   or (isinstance(value, float) and math.isfinite(value))):
             self.fail(path, f"must be text, a number, true/false, null, a list or a mapping; "
-                            f"got {_describe(value)}")
+                            f"got {describe(value)}")
 
     def groups(self, value: Any, protocol: ProtocolSettings) -> tuple[GroupSpec, ...]:
         if not isinstance(value, list) or not value:
             self.fail("groups", f"must be a list of peer groups (at least one), "
-                                f"got {_describe(value)}")
+                                f"got {describe(value)}")
         result: list[GroupSpec] = []
         first_line: dict[str, int] = {}
         for i, raw in enumerate(value):
-            path = f"groups[{i}]"
-            group = self.mapping(raw, path, _GROUP_KEYS, required=("name",))
-            name = self.text(group["name"], f"{path}.name", _GROUP_NAME,
-                             "start with a letter or '_', then letters, digits or '_'")
-            if name in first_line:
-                self.fail(f"{path}.name", f"group name '{name}' is already used "
-                                          f"(line {first_line[name]}); names must be unique")
-            first_line[name] = self.line(f"{path}.name") or 0
-            count = self.integer(group.get("count", 1), f"{path}.count", 1)
-            role = group.get("role", "leecher")
-            if role not in ("seed", "leecher"):
-                self.fail(f"{path}.role", f"must be 'seed' or 'leecher', got {_describe(role)}")
-            merged = protocol
-            if group.get("protocol") is not None:
-                merged = self.protocol(group["protocol"], f"{path}.protocol", protocol)
-            departure = self.departure(group.get("departure", "never"), f"{path}.departure", role)
-            command = None
-            if "command" in group:
-                command = self.command(group["command"], f"{path}.command")
-                for key in _TESTBED_ONLY_KEYS:
-                    if key in group:
-                        self.fail(f"{path}.{key}", f"an external client group (with 'command') "
-                                                   f"runs the client's own {key}: remove "
-                                                   f"'{key}'", key=True)
-            result.append(GroupSpec(
-                name=name, count=count, role=role,
-                upload=self.rate(group.get("upload", "unlimited"), f"{path}.upload"),
-                download=self.rate(group.get("download", "unlimited"), f"{path}.download"),
-                choker=self.policy(group.get("choker", "tit_for_tat"), f"{path}.choker",
-                                   BUILTIN_CHOKERS, "choker"),
-                picker=self.policy(group.get("picker", "rarest_first"), f"{path}.picker",
-                                   BUILTIN_PICKERS, "picker"),
-                protocol=merged,
-                arrival=self.arrival(group.get("arrival", 0), f"{path}.arrival", count),
-                departure=departure,
-                key=path, line=self.line(path) or 0,
-                departure_line=self.line(f"{path}.departure") or self.line(path) or 0,
-                command=command,
-            ))
-            if command is not None:
-                # Recorded in experiment.json so that analyses see whose algorithms these are.
-                external = PolicySpec(name=f"external:{command[0]}")
-                result[-1] = dataclasses.replace(result[-1], choker=external, picker=external)
+            result.append(self.group(raw, f"groups[{i}]", protocol, first_line))
         if not any(g.role == "seed" for g in result):
             self.fail("groups", "no seed: at least one group needs 'role: seed', or nobody has "
                                 "the content to start with", key=True)
@@ -671,16 +405,63 @@ class _Checker:
                                 "(the default), or there is nothing to distribute", key=True)
         return tuple(result)
 
+    def group(self, raw: Any, path: str, protocol: ProtocolSettings,
+              first_line: dict[str, int]) -> GroupSpec:
+        """One group; ``first_line`` maps the names of the groups before it to their lines."""
+        group = self.mapping(raw, path, _GROUP_KEYS, required=("name",))
+        name = self.text(group["name"], f"{path}.name", _GROUP_NAME,
+                         "start with a letter or '_', then letters, digits or '_'")
+        if name in first_line:
+            self.fail(f"{path}.name", f"group name '{name}' is already used "
+                                      f"(line {first_line[name]}); names must be unique")
+        first_line[name] = self.line(f"{path}.name") or 0
+        count = self.integer(group.get("count", 1), f"{path}.count", 1)
+        role = group.get("role", "leecher")
+        if role not in ("seed", "leecher"):
+            self.fail(f"{path}.role", f"must be 'seed' or 'leecher', got {describe(role)}")
+        merged = protocol
+        if group.get("protocol") is not None:
+            merged = self.protocol(group["protocol"], f"{path}.protocol", protocol)
+        departure = self.departure(group.get("departure", "never"), f"{path}.departure", role)
+        command = None
+        if "command" in group:
+            command = self.command(group["command"], f"{path}.command")
+            for key in _TESTBED_ONLY_KEYS:
+                if key in group:
+                    self.fail(f"{path}.{key}", f"an external client group (with 'command') "
+                                               f"runs the client's own {key}: remove "
+                                               f"'{key}'", key=True)
+        spec = GroupSpec(
+            name=name, count=count, role=role,
+            upload=self.rate(group.get("upload", "unlimited"), f"{path}.upload"),
+            download=self.rate(group.get("download", "unlimited"), f"{path}.download"),
+            choker=self.policy(group.get("choker", "tit_for_tat"), f"{path}.choker",
+                               BUILTIN_CHOKERS, "choker"),
+            picker=self.policy(group.get("picker", "rarest_first"), f"{path}.picker",
+                               BUILTIN_PICKERS, "picker"),
+            protocol=merged,
+            arrival=self.arrival(group.get("arrival", 0), f"{path}.arrival", count),
+            departure=departure,
+            key=path, line=self.line(path) or 0,
+            departure_line=self.line(f"{path}.departure") or self.line(path) or 0,
+            command=command,
+        )
+        if command is None:
+            return spec
+        # Recorded in experiment.json so that analyses see whose algorithms these are.
+        external = PolicySpec(name=f"external:{command[0]}")
+        return dataclasses.replace(spec, choker=external, picker=external)
+
     def command(self, value: Any, path: str) -> tuple[str, ...]:
         """A real client's command template: one string (split like a shell) or a list."""
         if isinstance(value, list):
             for i, word in enumerate(value):
                 if not isinstance(word, str | int | float) or isinstance(word, bool):
-                    self.fail(f"{path}[{i}]", f"must be text, got {_describe(word)}")
+                    self.fail(f"{path}[{i}]", f"must be text, got {describe(word)}")
             value = [str(word) for word in value]
         elif not isinstance(value, str):
             self.fail(path, f"must be the client's command line (text or a list of words), "
-                            f"got {_describe(value)}")
+                            f"got {describe(value)}")
         try:
             words = split_command(value)
         except ValueError as exc:
@@ -689,20 +470,6 @@ class _Checker:
         if problem:
             self.fail(path, problem)
         return words
-
-    def _single(self, value: dict[str, Any], path: str, forms: dict[str, Callable[[], Any]],
-                described: str) -> Any:
-        """A one-key mapping choosing a form, e.g. ``{poisson: {...}}``."""
-        if len(value) != 1:
-            self.fail(path, f"takes exactly one form, got keys {', '.join(value) or 'none'}; "
-                            f"write {described}")
-        (form,) = value
-        if form not in forms:
-            close = difflib.get_close_matches(form, list(forms), n=1, cutoff=0.6)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            self.fail(f"{path}.{form}", f"unknown form '{form}'{hint}; write {described}",
-                      key=True)
-        return forms[form]()
 
     def arrival(self, value: Any, path: str, count: int) -> Arrival:
         if not isinstance(value, dict):
@@ -714,7 +481,7 @@ class _Checker:
         def uniform() -> Arrival:
             span, where = value["uniform"], f"{path}.uniform"
             if not isinstance(span, list) or len(span) != 2:
-                self.fail(where, f"must be [from, to], got {_describe(span)}")
+                self.fail(where, f"must be [from, to], got {describe(span)}")
             low = self.duration(span[0], f"{where}[0]")
             high = self.duration(span[1], f"{where}[1]")
             if high < low:
@@ -725,41 +492,41 @@ class _Checker:
             where = f"{path}.poisson"
             spec = self.mapping(value["poisson"], where, ("rate", "start"), required=("rate",))
             rate = spec["rate"]
-            if not _is_number(rate) or not math.isfinite(rate) or rate <= 0:
+            if not is_number(rate) or not math.isfinite(rate) or rate <= 0:
                 self.fail(f"{where}.rate", f"must be arrivals per second > 0, "
-                                           f"got {_describe(rate)}")
+                                           f"got {describe(rate)}")
             start = self.duration(spec.get("start", 0), f"{where}.start")
             return Arrival(kind="poisson", rate=float(rate), start=start)
 
         def at() -> Arrival:
             times, where = value["at"], f"{path}.at"
             if not isinstance(times, list):
-                self.fail(where, f"must be a list of {count} times, got {_describe(times)}")
+                self.fail(where, f"must be a list of {count} times, got {describe(times)}")
             if len(times) != count:
                 self.fail(where, f"lists {len(times)} times but the group has count {count}: "
                                  "give one arrival time per peer")
             return Arrival(kind="list", times=tuple(
                 self.duration(t, f"{where}[{i}]") for i, t in enumerate(times)))
 
-        return self._single(value, path, {"uniform": uniform, "poisson": poisson, "at": at},
-                            _ARRIVAL_FORMS)
+        return self.one_form(value, path, {"uniform": uniform, "poisson": poisson, "at": at},
+                             _ARRIVAL_FORMS)
 
     def departure(self, value: Any, path: str, role: str) -> Departure:
         if isinstance(value, str):
-            if value not in ("never", "on_completion"):
-                close = difflib.get_close_matches(value, ["never", "on_completion"], n=1)
-                hint = f" (did you mean '{close[0]}'?)" if close else ""
-                self.fail(path, f"unknown departure '{value}'{hint}; write {_DEPARTURE_FORMS}")
-            departure = Departure(kind=value)  # type: ignore[arg-type]
+            kind = _UNTIMED_DEPARTURES.get(value)
+            if kind is None:
+                self.fail(path, f"unknown departure '{value}'"
+                                f"{did_you_mean(value, list(_UNTIMED_DEPARTURES))}; "
+                                f"write {_DEPARTURE_FORMS}")
+            departure = Departure(kind=kind)
         elif isinstance(value, dict):
-            def timed(kind: str) -> Callable[[], Departure]:
-                return lambda: Departure(kind=kind,  # type: ignore[arg-type]
+            def timed(kind: DepartureKind) -> Callable[[], Departure]:
+                return lambda: Departure(kind=kind,
                                          time=self.duration(value[kind], f"{path}.{kind}"))
-            departure = self._single(
-                value, path,
-                {k: timed(k) for k in ("after_completion", "at", "killed")}, _DEPARTURE_FORMS)
+            departure = self.one_form(
+                value, path, {k: timed(k) for k in _TIMED_DEPARTURES}, _DEPARTURE_FORMS)
         else:
-            self.fail(path, f"cannot read departure {_describe(value)}; write {_DEPARTURE_FORMS}")
+            self.fail(path, f"cannot read departure {describe(value)}; write {_DEPARTURE_FORMS}")
         if role == "seed" and departure.kind in ("on_completion", "after_completion"):
             self.fail(path, "a seed is complete from the start, so it would leave at once; "
                             "use {at: t} or {killed: t} for a seed that leaves")
@@ -775,11 +542,6 @@ class _Checker:
             self.fail("end", "the run would never end: set all_complete: true, a time_limit, "
                              "or both")
         return EndCondition(all_complete=all_complete, time_limit=time_limit)
-
-
-def _parent(path: str) -> str:
-    cut = max(path.rfind("."), path.rfind("["))
-    return path[:cut] if cut > 0 else ""
 
 
 def _or_empty(value: Any) -> Any:

@@ -329,6 +329,22 @@ BAD = [
           - {name: l}
         """, "seed: must be at least 0", 2, id="negative-seed"),
     pytest.param("", "empty file", 1, id="empty-file"),
+    # What PyYAML would quietly accept, the reader refuses (testbed.yamlfile).
+    pytest.param("""
+        content: {size: 1MiB}
+        groups:
+          - <<: {role: seed}
+            name: s
+        """, "groups[0]: YAML merge keys (<<) are not supported", 3, id="merge-key"),
+    pytest.param("""
+        content: {size: 1MiB}
+        1: 2
+        groups: [{name: s, role: seed}, {name: l}]
+        """, "keys must be names (text), got 1", 2, id="number-as-key"),
+    pytest.param("""
+        content: {size: 1MiB}
+        groups: !!omap [a: 1]
+        """, "groups: unsupported YAML tag tag:yaml.org,2002:omap", 2, id="yaml-tag"),
 ]
 
 
