@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
@@ -145,7 +145,7 @@ def cmd_validate(paths: Sequence[Path]) -> int:
     return 2 if bad else 0
 
 
-def _analysis() -> object:
+def _analysis() -> Callable[[Path, bool], int]:
     """``analysis.cli_analyze``, imported on demand (pandas is slow to import)."""
     try:
         from analysis import cli_analyze
@@ -159,7 +159,7 @@ def cmd_analyze(run_dir: Path, as_json: bool) -> int:
         cli_analyze = _analysis()
     except ImportError as exc:
         return _error(str(exc))
-    return int(cli_analyze(run_dir, as_json))  # type: ignore[operator]
+    return int(cli_analyze(run_dir, as_json))
 
 
 def cmd_regress(args: argparse.Namespace) -> int:
@@ -218,7 +218,7 @@ def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         print(f"{PROG}: not analysing the run: {exc}", file=sys.stderr)
         return status
     try:
-        analyzed = int(cli_analyze(result.run_dir, False))  # type: ignore[operator]
+        analyzed = int(cli_analyze(result.run_dir, False))
     except TestbedError as exc:
         print(f"{PROG}: analysis: {exc}", file=sys.stderr)
         analyzed = 2

@@ -100,7 +100,9 @@ def parse_path(path: str) -> list[str | int]:
 
 def _split_values(text: str) -> list[str]:
     """Split on commas that are not inside [...] or {...} (a value may be a YAML list)."""
-    parts, depth, current = [], 0, []
+    parts: list[str] = []
+    current: list[str] = []
+    depth = 0
     for ch in text:
         if ch in "[{":
             depth += 1
@@ -522,9 +524,10 @@ def add_sweep_parser(sub: Any, seconds: Any, seed_type: Any) -> argparse.Argumen
     """The ``sweep`` subcommand's arguments (the CLI's own number parsers are passed in)."""
     from testbed.parallel import add_jobs_argument
 
-    p = sub.add_parser("sweep", help="run a topology over parameter values and tabulate",
-                       description="Run a topology for every combination of parameter values "
-                       "(and repetitions) and gather one table (docs/analysis.md).")
+    p: argparse.ArgumentParser = sub.add_parser(
+        "sweep", help="run a topology over parameter values and tabulate",
+        description="Run a topology for every combination of parameter values "
+        "(and repetitions) and gather one table (docs/analysis.md).")
     p.add_argument("topology", type=Path, help="a topology YAML file (docs/topology.md)")
     p.add_argument("--param", action="append", default=[], metavar="PATH=V1,V2,...",
                    help="a key path of the topology and its values, e.g. "
