@@ -133,18 +133,20 @@ class Session:
         return AnnounceRequest(info_hash=self.info_hash, peer_id=self.peer_id,
                                port=self.listen_port, uploaded=self.uploaded,
                                downloaded=self.downloaded, left=left,
-                               numwant=self.settings.numwant,
-                               event=event)
+                               numwant=self.settings.numwant, event=event)
 
     # --- the node's life --------------------------------------------------------------------
 
     def started(self, listen_port: int, now: float) -> None:
+        """The node listens on ``listen_port`` (we tell neighbours in the BEP 10 handshake);
+        the ``complete`` event's ``elapsed`` counts from ``now``."""
         self.listen_port = listen_port
         self.start_time = now
 
     def peers_to_dial(self, peers: list[Address], own: Address) -> list[Address]:
         """Which of the tracker's peers to dial now (marked as being dialled), in a seeded
-        random order, up to ``max_neighbours``; call ``dial_ended`` when each dial is over."""
+        random order (``peers`` is shuffled in place), up to ``max_neighbours``; call
+        ``dial_ended`` when each dial is over."""
         known = {nbr.addr for nbr in self._connections.values()}
         # An accepted connection shows the remote's ephemeral port, not the one it listens on,
         # so the tracker's address of a neighbour we accepted is unknown to us until we dial it
@@ -187,6 +189,7 @@ class Session:
         return self._flush()
 
     def close_all(self, reason: str, now: float) -> Sequence[Action]:
+        """Forget every connection (the node is shutting down)."""
         for nbr in list(self._connections.values()):
             self._unregister(nbr, reason, now)
         return self._flush()
