@@ -268,6 +268,9 @@ def test_a_run_directory_is_a_set_of_one_with_metrics_from_the_analysis(tmp_path
     assert m["clustering[fast]"] is None and m["clustering[slow]"] is None
     # The slowest class (50 B/s) over the fastest (200 B/s): 10 s / 6 s.
     assert m["sharing_incentive"] == pytest.approx(10 / 6)
+    # The seed s (100 B/s) holds a 400-byte file: F / u_s = 4 s; a got pieces 0-3 at 2-5 s, so
+    # every piece was outside the seed at 5 s, counted from t = 0 when s and a were both there.
+    assert m["injection_ratio"] == pytest.approx(5 / 4)
     for name in m:
         assert regress.metric_of(name) is not None, name
     e = parse_expectations("median_completion[slow]: {max: 9}\nall_complete: true\n")

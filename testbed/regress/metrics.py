@@ -114,6 +114,9 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("clustering", "higher", "", Tolerance(0.20),
            "mean over leecher groups of the same-group clustering index I_jj (only with "
            "several groups)", per_group=True),
+    Metric("injection_ratio", "lower", "", Tolerance(0.20),
+           "time until every piece existed outside the initial seeds over F / u_s (1: the seeds "
+           "sent each piece once at full rate)"),
     Metric("sharing_incentive", "higher", "", Tolerance(0.20),
            "median completion of the leecher group with the lowest upload capacity over that "
            "of the group with the highest (> 1: faster classes finish sooner; only with "
@@ -144,7 +147,7 @@ def _num(value: Any) -> float | None:
 def run_metrics(run_dir: Path) -> dict[str, Any]:
     """One run directory's regression figures: ``{"status", "saturated", "host_cpu_mean",
     "metrics": {name: float | bool | None}}`` (None: undefined, e.g. no makespan)."""
-    from analysis import load_run, metrics  # pandas: only here
+    from analysis import injection, load_run, metrics  # pandas: only here
 
     try:
         run = load_run(run_dir)
@@ -172,6 +175,7 @@ def run_metrics(run_dir: Path) -> dict[str, Any]:
     sr = sr[sr["role"] == "leecher"]
     down = float(sr["down"].astype(float).sum())
     m["share_ratio"] = _num(float(sr["up"].astype(float).sum()) / down) if down > 0 else None
+    m["injection_ratio"] = _num(injection.injection(run)["ratio"])
     recip = metrics.reciprocation(run)
     m["reciprocation"] = _num(recip.loc[recip["role"] == "leecher", "share"].mean())
     if len(groups) > 1:
