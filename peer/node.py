@@ -44,7 +44,7 @@ from peer.metainfo import Metainfo, read_torrent
 from peer.pieces import PieceState
 from peer.policy import build_choker, build_picker
 from peer.session import Session
-from peer.tracker_client import Address, announce
+from peer.tracker_client import Address, AnnounceRequest, announce
 
 HANDSHAKE_TIMEOUT = 10.0
 DIAL_TIMEOUT = 5.0
@@ -280,7 +280,12 @@ class Node:
                 event = "completed" if self.session.complete else ""
 
     async def _announce(self, event: str) -> list[Address] | None:
-        response, record = await announce(self.tracker_url, self.session.announce_request(event))
+        session = self.session
+        request = AnnounceRequest(
+            info_hash=session.info_hash, peer_id=session.peer_id, port=self.listen_port,
+            uploaded=session.uploaded, downloaded=session.downloaded, left=session.bytes_left,
+            numwant=self.config.protocol.numwant, event=event)
+        response, record = await announce(self.tracker_url, request)
         self.log.emit("announce", **record)
         if response is None or response.peers is None:
             return None

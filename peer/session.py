@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import random
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from peer import bencode, wire
 from peer.actions import (
@@ -46,7 +46,10 @@ from peer.policy_types import (
     RechokeTrigger,
 )
 from peer.requests import RequestPipeline
-from peer.tracker_client import Address, AnnounceRequest
+
+if TYPE_CHECKING:
+    # Only the type: the tracker client does I/O, and nothing of it runs in the session.
+    from peer.tracker_client import Address
 
 MAX_QUEUED_REQUESTS = 2000
 """Requests we queue from one neighbour (libtorrent's default); more are dropped."""
@@ -127,13 +130,11 @@ class Session:
         """The state of an open connection (for inspection; the session changes it)."""
         return self._connections.get(cid)
 
-    def announce_request(self, event: str) -> AnnounceRequest:
+    @property
+    def bytes_left(self) -> int:
+        """What an announce reports as ``left``: bytes of content we have not verified."""
         pieces = self.pieces
-        left = pieces.length - (pieces.length if pieces.complete else pieces.bytes_verified)
-        return AnnounceRequest(info_hash=self.info_hash, peer_id=self.peer_id,
-                               port=self.listen_port, uploaded=self.uploaded,
-                               downloaded=self.downloaded, left=left,
-                               numwant=self.settings.numwant, event=event)
+        return 0 if pieces.complete else pieces.length - pieces.bytes_verified
 
     # --- the node's life --------------------------------------------------------------------
 
