@@ -368,6 +368,9 @@ def test_testbed_swarm_through_opentracker(tmp_path):
 # downloads in random order, then stays "seeding" until told to stop.
 STAND_IN = r"""
 import os, random, signal, sys, time
+# A real client exits cleanly when stopped at any moment, mid-download included (under load the
+# run may stop it before the last piece is written).
+signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
 src, dst, piece, rate = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 print("stand-in: rate", rate, "KiB/s", flush=True)
 data = open(src, "rb").read()
@@ -380,7 +383,6 @@ with open(dst, "wb") as f:
         f.write(data[i * piece:(i + 1) * piece])
         f.flush()
         time.sleep(0.02)
-signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
 while True:
     time.sleep(0.1)
 """
