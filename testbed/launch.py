@@ -31,12 +31,13 @@ import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import trio
 
 PR_SET_PDEATHSIG = 1
 
+_prctl: Any
 try:
     # Resolved in the parent: a forked child must not load libraries (malloc locks).
     _prctl = ctypes.CDLL(None, use_errno=True).prctl
@@ -244,7 +245,7 @@ class ForkServerLauncher:
         finally:
             os.close(to_zygote_r)
             os.close(from_zygote_w)
-            if out is not subprocess.DEVNULL:
+            if not isinstance(out, int):  # an opened file, not subprocess.DEVNULL
                 out.close()
         self._zygote = LocalProcess(popen)
         self._stdin = trio.lowlevel.FdStream(to_zygote_w)
@@ -438,7 +439,8 @@ def _zygote_main(preload: list[str]) -> int:
 
     zygote_pid = os.getpid()
     send({"ready": True})
-    stdin = sys.stdin.buffer.raw  # type: ignore[attr-defined]
+    # The unbuffered file under stdin: select() and os.read() must see the same bytes.
+    stdin = getattr(sys.stdin.buffer, "raw", sys.stdin.buffer)
     buffer = b""
     while True:
         try:
