@@ -196,7 +196,8 @@ def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         return status
     if args.jobs != 1:
         return _error("--jobs runs repetitions at once: give --repeat K too")
-    from testbed.run import RunOptions, execute_run, exit_status, format_summary
+    from testbed.run import RunOptions, execute_run
+    from testbed.summary import exit_status, format_summary
     from testbed.topology import load_experiment
 
     experiment = load_experiment(args.topology, seed=args.seed)

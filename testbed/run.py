@@ -13,30 +13,28 @@ clock, handed to every process). A peer arriving at t = 0 starts as soon as the 
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import re
 import signal
-import statistics
 import sys
 import time
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import trio
 
 from peer.errors import TestbedError
-from testbed import bounds
-from testbed.experiment import Experiment, PeerPlan
+from testbed.experiment import Experiment
 from testbed.external import ExternalPeerPlan, missing_programs
 from testbed.launch import ForkServerLauncher, Launcher, LaunchError, LocalLauncher, ProcessHandle
+from testbed.peer_watch import LogTail, PeerState
 from testbed.progress import Mode, Progress, ProgressState, choose_mode
 from testbed.resources import ResourceSampler, summarize_cpu
 from testbed.rundir import RunDir, collect_meta, create_run_dir, utc_now_iso, write_json_atomic
+from testbed.summary import rounded_or_none, time_stats, topology_bounds
 
 Status = Literal["completed", "timed_out", "interrupted", "failed"]
 LauncherKind = Literal["fork", "local"]
@@ -85,83 +83,6 @@ class RunOptions:
 
 class RunFailed(Exception):
     """The run cannot go on (the tracker did not start, a process could not be launched)."""
-
-
-@dataclass(slots=True)
-class LogTail:
-    """Reads the complete lines appended to a file since the last call.
-
-    A writer flushes whole lines, but a read can land mid-line: the partial last line is kept
-    until its newline arrives. A SIGKILLed writer may leave it truncated for good.
-    """
-
-    path: Path
-    offset: int = 0
-    partial: bytes = b""
-
-    def read_lines(self) -> list[bytes]:
-        try:
-            with open(self.path, "rb") as f:
-                f.seek(self.offset)
-                data = f.read()
-        except FileNotFoundError:
-            return []
-        if not data:
-            return []
-        self.offset += len(data)
-        *lines, self.partial = (self.partial + data).split(b"\n")
-        return [line for line in lines if line.strip()]
-
-
-_EV = re.compile(rb'"ev"\s*:\s*"([a-z_]+)"')
-_WATCHED = {b"start", b"complete", b"stop", b"piece"}
-
-
-@dataclass(slots=True)
-class PeerState:
-    plan: PeerPlan
-    tail: LogTail
-    handle: ProcessHandle | None = None
-    launched_at: float | None = None
-    start_t: float | None = None
-    complete_t: float | None = None
-    stop_reason: str | None = None
-    exit_code: int | None = None
-    signalled: str | None = None
-    """``term`` or ``kill`` once we have signalled it (a departure or the end of the run)."""
-    ok_pieces: set[int] = field(default_factory=set)
-    failed_pieces: int = 0
-    downloaded: int = 0
-    bad_lines: int = 0
-
-    @property
-    def gone(self) -> bool:
-        return self.handle is not None and self.handle.returncode is not None
-
-    def feed(self, line: bytes) -> None:
-        match = _EV.search(line, 0, 120) or _EV.search(line)
-        if match is None or match.group(1) not in _WATCHED:
-            return  # rechoke, counters…: not needed here, and costly to parse
-        try:
-            record = json.loads(line)
-        except ValueError:
-            self.bad_lines += 1
-            return
-        ev = record.get("ev")
-        if ev == "start":
-            self.start_t = record.get("t")
-        elif ev == "complete":
-            self.complete_t = record.get("t")
-        elif ev == "stop":
-            self.stop_reason = record.get("reason")
-        elif ev == "piece":
-            if record.get("ok"):
-                index = record.get("index")
-                if index not in self.ok_pieces:
-                    self.ok_pieces.add(index)
-                    self.downloaded += int(record.get("size") or 0)
-            else:
-                self.failed_pieces += 1
 
 
 class Orchestrator:
@@ -582,7 +503,7 @@ class Orchestrator:
             "completion_stats": time_stats(list(completion.values())),
             "groups": group_stats,
             "makespan": makespan,
-            "bounds": {"d_p2p": _finite(d_p2p), "d_cs": _finite(d_cs)},
+            "bounds": {"d_p2p": rounded_or_none(d_p2p), "d_cs": rounded_or_none(d_cs)},
             "makespan_over_d_p2p": (round(makespan / d_p2p, 3)
                                     if makespan is not None and d_p2p and math.isfinite(d_p2p)
                                     else None),
@@ -592,62 +513,6 @@ class Orchestrator:
             "signal": (signal.Signals(self.signal_received).name
                        if self.signal_received is not None else None),
         }
-
-
-def _finite(x: float) -> float | None:
-    return round(x, 3) if math.isfinite(x) else None
-
-
-def time_stats(times: Sequence[float]) -> dict[str, float | None]:
-    if not times:
-        return {"min": None, "median": None, "max": None}
-    return {"min": round(min(times), 3), "median": round(statistics.median(times), 3),
-            "max": round(max(times), 3)}
-
-
-def topology_bounds(exp: Experiment) -> tuple[float, float]:
-    """(D_p2p, D_cs) for the experiment: the initial seeds together are the server. The inputs
-    come from its ``experiment.json`` form, as the analysis reads them (testbed.bounds)."""
-    inputs = bounds.bound_inputs(exp.to_json())
-    return inputs.d_p2p(), inputs.d_cs()
-
-
-def format_summary(summary: dict[str, Any], run_dir: Path) -> str:
-    def s(x: float | None) -> str:
-        return "-" if x is None else f"{x:.1f} s"
-
-    lines = [f"{run_dir}: {summary['status']} after {summary['duration']:.1f} s "
-             f"({summary['reason']})"]
-    stats = summary["completion_stats"]
-    lines.append(f"  leechers complete {summary['completed']}/{summary['leechers']} "
-                 f"(content verified: {summary['verified']}); completion time "
-                 f"min {s(stats['min'])}  median {s(stats['median'])}  max {s(stats['max'])}")
-    if len(summary["groups"]) > 1:
-        for name, g in summary["groups"].items():
-            lines.append(f"    {name}: {g['completed']}/{g['leechers']}  min {s(g['min'])}  "
-                         f"median {s(g['median'])}  max {s(g['max'])}")
-    b = summary["bounds"]
-    ratio = summary["makespan_over_d_p2p"]
-    lines.append(f"  makespan {s(summary['makespan'])}   D_p2p {s(b['d_p2p'])}   "
-                 f"D_cs {s(b['d_cs'])}   makespan/D_p2p "
-                 f"{'-' if ratio is None else f'{ratio:.2f}'}")
-    if summary["crashes"]:
-        crashed = ", ".join(f"{k} ({v})" for k, v in summary["crashes"].items())
-        lines.append(f"  crashed: {crashed}")
-    cpu = summary["cpu"]
-    if cpu["warning"]:
-        lines.append(f"  WARNING: {cpu['warning']}")
-    return "\n".join(lines)
-
-
-def exit_status(summary: dict[str, Any]) -> int:
-    """0 completed cleanly; 1 timed out, failed or a process crashed; 128+signal interrupted."""
-    if summary["status"] == "interrupted":
-        sig = summary.get("signal")
-        return 128 + (signal.Signals[sig].value if sig else signal.SIGINT.value)
-    if summary["status"] == "completed" and not summary["crashes"]:
-        return 0
-    return 1
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,18 +24,11 @@ from testbed.experiment import (
     PeerPlan,
     peer_id_for,
 )
+from testbed.peer_watch import LogTail, PeerState
 from testbed.resources import summarize_cpu
-from testbed.run import (
-    Commands,
-    LogTail,
-    PeerState,
-    RunOptions,
-    execute_run,
-    exit_status,
-    format_summary,
-    topology_bounds,
-)
+from testbed.run import Commands, RunOptions, execute_run
 from testbed.rundir import create_run_dir
+from testbed.summary import exit_status, format_summary, topology_bounds
 
 FAKE_TRACKER = textwrap.dedent("""
     import argparse, json, os, signal, sys, time

@@ -214,7 +214,8 @@ def _repetition_task(experiment: Experiment, topology_text: str, out: Path,
     """One repetition as a task of the plan: run it, compute its metrics. ``announce``: print
     what ``testbed run`` prints (runs one at a time; else the scheduler's lines say it)."""
     from testbed.parallel import Outcome, Task
-    from testbed.run import RunOptions, execute_run, exit_status, format_summary
+    from testbed.run import RunOptions, execute_run
+    from testbed.summary import exit_status, format_summary
 
     def work() -> Outcome:
         if announce:
