@@ -26,6 +26,7 @@ import contextlib
 import ctypes
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -337,29 +338,92 @@ class ForkServerLauncher:
 # The zygote process (``python -m testbed.launch --zygote MODULE...``)
 
 
-def _zygote_main(preload: list[str]) -> int:
-    """Import ``preload``, then fork a child for each JSON request read from stdin.
+def _preload(modules: list[str]) -> None:
+    """Import ``modules`` and move them out of the cyclic GC's reach.
 
-    Single-threaded and never runs trio, so forking is safe. Replies and exits go to stdout as
-    JSON lines. When stdin closes (the orchestrator is gone or done) every child still running
-    is SIGKILLed and the zygote exits.
+    Children share the preloaded modules' memory copy-on-write; the cyclic GC would touch (and
+    so copy) every page of them in every child. Freezing moves them out of its reach.
     """
+    import gc
     import importlib
-    import runpy
-    import select
 
-    for module in preload:
+    for module in modules:
         try:
             importlib.import_module(module)
         except Exception as exc:  # the child will report the real error when it runs
             print(f"zygote: cannot preload {module}: {exc!r}", file=sys.stderr, flush=True)
-
-    # Children share the preloaded modules' memory copy-on-write; the cyclic GC would touch
-    # (and so copy) every page of them in every child. Freezing moves them out of its reach.
-    import gc
-
     gc.collect()
     gc.freeze()
+
+
+def _forked_child(request: dict[str, object], zygote_pid: int, inherited: tuple[int, ...]) -> None:
+    """In a child just forked from the zygote: become the requested program; never returns."""
+    import runpy
+
+    code = 1
+    try:
+        os.setsid()
+        set_parent_death_signal(zygote_pid)
+        signal.set_wakeup_fd(-1)
+        # As in a fresh interpreter (which ignores SIGPIPE and raises KeyboardInterrupt).
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        os.chdir(str(request["cwd"]))
+        fd = os.open(str(request["output"]), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        for unused in (fd, null, *inherited):
+            os.close(unused)
+        sys.stdin = open(0, closefd=False)  # noqa: SIM115
+        sys.stdout = open(1, "w", closefd=False, buffering=1)  # noqa: SIM115
+        sys.stderr = open(2, "w", closefd=False, buffering=1)  # noqa: SIM115
+        args = [str(a) for a in request["args"]]  # type: ignore[attr-defined]
+        if "module" in request:
+            sys.argv = [str(request["module"]), *args]
+            # A preloaded ``pkg.__main__`` would make runpy warn; its imports stay cached.
+            sys.modules.pop(f"{request['module']}.__main__", None)
+            runpy.run_module(str(request["module"]), run_name="__main__", alter_sys=True)
+        else:
+            sys.argv = [str(request["path"]), *args]
+            runpy.run_path(str(request["path"]), run_name="__main__")
+        code = 0
+    except SystemExit as exc:
+        if exc.code is None:
+            code = 0
+        elif isinstance(exc.code, int):
+            code = exc.code
+        else:
+            print(exc.code, file=sys.stderr)
+            code = 1
+    except KeyboardInterrupt:
+        code = 130
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+        code = 1
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
+
+
+def _kill_all(children: set[int]) -> None:
+    for pid in children:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    for pid in list(children):
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+
+
+def _zygote_signals() -> tuple[int, int]:
+    """Die with the orchestrator, ignore Ctrl-C (the orchestrator handles it), and turn SIGCHLD
+    into a byte on a pipe that select() watches: returns the pipe (read end, write end)."""
     if _prctl is not None:
         _prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     wake_r, wake_w = os.pipe()
@@ -367,6 +431,18 @@ def _zygote_main(preload: list[str]) -> int:
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda *_: None)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    return wake_r, wake_w
+
+
+def _zygote_main(preload: list[str]) -> int:
+    """Import ``preload``, then fork a child for each JSON request read from stdin.
+
+    Single-threaded and never runs trio, so forking is safe. Replies and exits go to stdout as
+    JSON lines. When stdin closes (the orchestrator is gone or done) every child still running
+    is SIGKILLed and the zygote exits.
+    """
+    _preload(preload)
+    wake_r, wake_w = _zygote_signals()
     out = sys.stdout.buffer
     children: set[int] = set()
 
@@ -384,58 +460,6 @@ def _zygote_main(preload: list[str]) -> int:
             if done:
                 children.discard(pid)
                 send({"exit": pid, "code": os.waitstatus_to_exitcode(status)})
-
-    def child(request: dict[str, object]) -> None:
-        code = 1
-        try:
-            os.setsid()
-            set_parent_death_signal(zygote_pid)
-            signal.set_wakeup_fd(-1)
-            # As in a fresh interpreter (which ignores SIGPIPE and raises KeyboardInterrupt).
-            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-            os.chdir(str(request["cwd"]))
-            fd = os.open(str(request["output"]), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-            null = os.open(os.devnull, os.O_RDONLY)
-            os.dup2(null, 0)
-            os.dup2(fd, 1)
-            os.dup2(fd, 2)
-            for unused in (fd, null, wake_r, wake_w):
-                os.close(unused)
-            sys.stdin = open(0, closefd=False)  # noqa: SIM115
-            sys.stdout = open(1, "w", closefd=False, buffering=1)  # noqa: SIM115
-            sys.stderr = open(2, "w", closefd=False, buffering=1)  # noqa: SIM115
-            args = [str(a) for a in request["args"]]  # type: ignore[attr-defined]
-            if "module" in request:
-                sys.argv = [str(request["module"]), *args]
-                # A preloaded ``pkg.__main__`` would make runpy warn; its imports stay cached.
-                sys.modules.pop(f"{request['module']}.__main__", None)
-                runpy.run_module(str(request["module"]), run_name="__main__", alter_sys=True)
-            else:
-                sys.argv = [str(request["path"]), *args]
-                runpy.run_path(str(request["path"]), run_name="__main__")
-            code = 0
-        except SystemExit as exc:
-            if exc.code is None:
-                code = 0
-            elif isinstance(exc.code, int):
-                code = exc.code
-            else:
-                print(exc.code, file=sys.stderr)
-                code = 1
-        except KeyboardInterrupt:
-            code = 130
-        except BaseException:
-            import traceback
-
-            traceback.print_exc()
-            code = 1
-        finally:
-            with contextlib.suppress(Exception):
-                sys.stdout.flush()
-                sys.stderr.flush()
-            os._exit(code)
 
     zygote_pid = os.getpid()
     send({"ready": True})
@@ -464,17 +488,11 @@ def _zygote_main(preload: list[str]) -> int:
                     send({"id": request["id"], "error": f"fork failed: {exc}"})
                     continue
                 if pid == 0:
-                    child(request)  # never returns
+                    _forked_child(request, zygote_pid, (wake_r, wake_w))
                 children.add(pid)
                 send({"id": request["id"], "pid": pid})
         reap()
-    # Orchestrator gone: take everything down with us.
-    for pid in children:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    for pid in list(children):
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, 0)
+    _kill_all(children)  # the orchestrator is gone: take everything down with us
     return 0
 
 

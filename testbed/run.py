@@ -225,21 +225,7 @@ class Orchestrator:
         else:
             tracker_url = self.experiment.tracker_url
 
-        for state in self.peers:
-            plan = state.plan
-            if isinstance(plan, ExternalPeerPlan):
-                external = plan.external_config(
-                    torrent=torrent.name, log=f"peers/{plan.name}.jsonl", tracker=tracker_url,
-                    run_start=self.run_start, directory=f"external/{plan.name}",
-                    content=f"content/{content.name}" if plan.role == "seed" else None)
-                write_json_atomic(self.run.peer_config(plan.name), external.to_json())
-                continue
-            config = plan.peer_config(
-                torrent=torrent.name, log=f"peers/{plan.name}.jsonl", tracker=tracker_url,
-                run_start=self.run_start,
-                content=f"content/{content.name}" if plan.role == "seed" else None)
-            write_json_atomic(self.run.peer_config(plan.name), config.to_json())
-
+        self._write_peer_configs(torrent, content, tracker_url, self.run_start)
         time_limit = (self.options.time_limit if self.options.time_limit is not None
                       else self.experiment.end.time_limit)
         async with trio.open_nursery() as nursery:
@@ -252,6 +238,24 @@ class Orchestrator:
                 nursery.start_soon(self._time_limit, time_limit)
             self.check_end()
             await trio.sleep_forever()
+
+    def _write_peer_configs(self, torrent: Path, content: Path, tracker_url: str,
+                            run_start: float) -> None:
+        """One JSON config per peer (testbed peers and real clients) in the run directory."""
+        for state in self.peers:
+            plan = state.plan
+            seed_content = f"content/{content.name}" if plan.role == "seed" else None
+            if isinstance(plan, ExternalPeerPlan):
+                external = plan.external_config(
+                    torrent=torrent.name, log=f"peers/{plan.name}.jsonl", tracker=tracker_url,
+                    run_start=run_start, directory=f"external/{plan.name}",
+                    content=seed_content)
+                write_json_atomic(self.run.peer_config(plan.name), external.to_json())
+                continue
+            config = plan.peer_config(
+                torrent=torrent.name, log=f"peers/{plan.name}.jsonl", tracker=tracker_url,
+                run_start=run_start, content=seed_content)
+            write_json_atomic(self.run.peer_config(plan.name), config.to_json())
 
     async def _start_tracker(self, torrent: Path) -> int:
         exp = self.experiment
