@@ -173,6 +173,7 @@ def test_a_signal_stops_every_running_run_once_and_starts_no_other(tmp_path):
     tasks = [Task("killer", stop_the_scheduler), stoppable(log, "a"), stoppable(log, "b"),
              stoppable(log, "never")]
     lines: list[str] = []
+    handler = signal.getsignal(signal.SIGTERM)
     result = run_plan(tasks, jobs=3, echo=lines.append, cpu_probe=lambda: 0.0)
     assert result.interrupted and result.signal == signal.SIGTERM
     assert [f.name for f in result.finished] == ["killer", "a", "b"]
@@ -181,7 +182,7 @@ def test_a_signal_stops_every_running_run_once_and_starts_no_other(tmp_path):
     assert [f.outcome.value for f in result.finished[1:]] == [[signal.SIGTERM]] * 2
     assert "never" not in {n for _, n, _ in events(log)}
     assert any(line.startswith("SIGTERM: stopping") for line in lines), lines
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored
+    assert signal.getsignal(signal.SIGTERM) is handler  # the scheduler's own is gone
 
 
 def test_a_child_that_dies_or_raises(tmp_path):
