@@ -58,6 +58,9 @@ FAKE_TRACKER = textwrap.dedent("""
 # a truncated last line; everyone else completes after a moment with every piece verified.
 FAKE_PEER = textwrap.dedent("""
     import json, os, signal, sys, time
+    # A SIGTERM before the log is open (a slow start on a loaded host) is honoured once it is.
+    early_stop = []
+    signal.signal(signal.SIGTERM, lambda *_: early_stop.append(True))
     config = json.load(open(sys.argv[sys.argv.index("--config") + 1]))
     run_start = config["run_start"]
     exp = json.load(open("experiment.json"))
@@ -70,6 +73,8 @@ FAKE_PEER = textwrap.dedent("""
         emit("stop", reason=reason, up=0, down=0); log.close(); sys.exit(0)
     signal.signal(signal.SIGTERM, lambda *_: stop("signal"))
     emit("start", name=config["name"], pid=os.getpid(), role=config["role"])
+    if early_stop:
+        stop("signal")
     group = config["group"]
     if group == "crash":
         sys.exit(3)
