@@ -260,23 +260,28 @@ def test_libtorrent_leechers_download_from_a_testbed_swarm(tmp_path):
 # --- 2. testbed leechers download from a real seed -------------------------------------------
 
 
+def assert_every_piece_came_from_the_seed(run: Path, leechers: list[str], *, pieces: int,
+                                          seed_id: str = "-TB0100-000000000000") -> None:
+    """The only seed is the real client: the first copy of every piece in the swarm came from
+    it (a leecher can pass on only what it has). A given leecher need not get blocks from it:
+    its neighbours may supply everything it lacks, and a seed is asked only for pieces started
+    from a seed or new ones (docs/policies.md)."""
+    arrivals = sorted((r["t"], r["index"], tuple(r["from"]))
+                      for peer in leechers for r in events(run, peer, "piece") if r["ok"])
+    first: dict[int, tuple[str, ...]] = {}
+    for _, index, senders in arrivals:
+        first.setdefault(index, senders)
+    assert len(first) == pieces
+    assert all(senders == (seed_id,) for senders in first.values()), first
+
+
 @pytest.mark.integration
 @needs_aria2
 def test_testbed_leechers_download_from_an_aria2_seed(tmp_path):
     run = tmp_path / "run"
     summary = run_topology(shipped("real_aria2_seed"), run)
     assert_all_complete(summary, run)
-    # The only seed is aria2c: the first copy of every piece in the swarm came from it (a leecher
-    # can pass on only what it has). A leecher need not get blocks from it itself: its
-    # neighbours may supply everything it lacks, and a seed is asked only for pieces started
-    # from a seed or new ones (docs/policies.md).
-    arrivals = sorted((r["t"], r["index"], tuple(r["from"]))
-                      for i in range(3) for r in events(run, f"leecher-{i}", "piece") if r["ok"])
-    first: dict[int, tuple[str, ...]] = {}
-    for _, index, senders in arrivals:
-        first.setdefault(index, senders)
-    assert len(first) == 64
-    assert all(senders == ("-TB0100-000000000000",) for senders in first.values()), first
+    assert_every_piece_came_from_the_seed(run, [f"leecher-{i}" for i in range(3)], pieces=64)
 
 
 LT_SEED = """
@@ -302,9 +307,7 @@ def test_testbed_leechers_download_from_a_libtorrent_seed(tmp_path):
     run = tmp_path / "run"
     summary = run_topology(LT_SEED, run)
     assert_all_complete(summary, run)
-    for i in range(2):
-        got = {sender for r in events(run, f"leecher-{i}", "piece") for sender in r["from"]}
-        assert "-TB0100-000000000000" in got
+    assert_every_piece_came_from_the_seed(run, ["leecher-0", "leecher-1"], pieces=48)
 
 
 # --- 3. testbed peers through Debian's opentracker -------------------------------------------
