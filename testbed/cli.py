@@ -44,14 +44,6 @@ def _seed(text: str) -> int:
         raise argparse.ArgumentTypeError(f"seed {text!r} is not a whole number") from None
 
 
-def _repeat(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of repetitions >= 1")
-    return value
 
 
 def _alpha(text: str) -> float:
@@ -65,7 +57,7 @@ def _alpha(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from testbed.parallel import add_jobs_argument  # stdlib-only at import, like sweep
+    from testbed.parallel import add_jobs_argument, count_argument  # stdlib-only at import
 
     parser = _Parser(prog=PROG, description="A real BitTorrent swarm on one machine.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -86,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--launcher", choices=("fork", "local"), default="fork",
                      help="fork: peers are forked from one pre-imported process (fast start-up, "
                      "default); local: one fresh interpreter per process")
-    run.add_argument("--repeat", type=_repeat, metavar="K",
+    run.add_argument("--repeat", type=count_argument("repetitions"), metavar="K",
                      help="run K times with seeds s, s+1, ... into one results set "
                      "(<name>-<stamp>-xK/rep-<i>/ and results.json; docs/regression.md)")
     add_jobs_argument(run, "repetitions (with --repeat)")

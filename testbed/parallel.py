@@ -88,22 +88,27 @@ class PlanResult:
 
 def add_jobs_argument(parser: Any, what: str) -> None:
     """``--jobs J`` (default 1), the same for every command that runs a plan."""
-    parser.add_argument("--jobs", type=_jobs, default=1, metavar="J",
+    parser.add_argument("--jobs", type=count_argument("runs"), default=1, metavar="J",
                         help=f"run up to J {what} at once, each in its own process, never "
                         "starting one while the host CPU is saturated (default 1: one after "
                         "the other, with live progress)")
 
 
-def _jobs(text: str) -> int:
-    import argparse
+def count_argument(what: str) -> Callable[[str], int]:
+    """An argparse ``type`` for a whole number >= 1; the error names ``what`` it counts."""
 
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"--jobs {text!r} is not a number of runs >= 1")
-    return value
+    def parse(text: str) -> int:
+        import argparse
+
+        try:
+            value = int(text)
+        except ValueError:
+            value = 0
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number of {what} >= 1")
+        return value
+
+    return parse
 
 
 def host_cpu_percent() -> float:

@@ -209,7 +209,7 @@ def test_jobs_must_be_positive(capsys):
         run_plan([], jobs=0)
     with pytest.raises(SystemExit) as exit_:
         main(["sweep", "topologies/ci_small.yaml", "--param", "seed=1", "--jobs", "0"])
-    assert exit_.value.code == 2 and "--jobs '0' is not a number" in capsys.readouterr().err
+    assert exit_.value.code == 2 and "'0' is not a number of runs >= 1" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------------------------
