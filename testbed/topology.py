@@ -22,7 +22,7 @@ from typing import Any, Literal, NoReturn
 
 from peer.config import BLOCK_SIZE, PolicySpec, ProtocolSettings, RateLimit
 from peer.errors import ConfigError
-from peer.policy import CHOKERS, PICKERS
+from peer.policy import CHOKERS, PICKERS, build_policy
 from testbed.experiment import (
     ContentSpec,
     Departure,
@@ -374,7 +374,23 @@ class _TopologyChecker(FieldChecker):
             self.fail(name_path, f"unknown {what} '{name}'{did_you_mean(name, builtins)}; "
                                  f"built-in {what}s: {', '.join(builtins)}, or your own as "
                                  "'module:Class'")
-        return PolicySpec(name=name, params=params)
+        spec = PolicySpec(name=name, params=params)
+        self._build(spec, name_path, f"{path}.params" if params else name_path, what)
+        return spec
+
+    def _build(self, spec: PolicySpec, path: str, params_path: str, what: str) -> None:
+        """Import and instantiate the policy as a peer will (its params and a seed), so that a
+        missing module or class, a class without the method, or a parameter the constructor
+        refuses stops the run before anything starts, naming the group's key."""
+        registry = CHOKERS if what == "choker" else PICKERS
+        try:
+            build_policy(spec, registry, what, 0)
+        except ConfigError as exc:
+            message = str(exc).removeprefix(f"{what}: ")
+            self.fail(params_path if message.startswith("bad parameters") else path, message)
+        except Exception as exc:  # a researcher's constructor may raise anything
+            self.fail(params_path, f"{what} {spec.name!r} could not be built with params "
+                                   f"{spec.params}: {type(exc).__name__}: {exc}")
 
     def _plain(self, value: Any, path: str) -> None:
         """Policy parameters end up in JSON config files: only JSON's types are allowed."""

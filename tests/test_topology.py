@@ -383,13 +383,36 @@ def test_unknown_key_lists_valid_keys(tmp_path: Path) -> None:
 
 
 def test_every_builtin_choker_and_module_class_form_are_accepted(tmp_path: Path) -> None:
-    for choker in [*BUILTIN_CHOKERS, "mymod.sub:MyChoker",
-                   "{name: bittyrant, params: {raise: 0.2, rounds: 3}}"]:
+    for choker in [*BUILTIN_CHOKERS, "peer.policies.examples:LongMemory",
+                   "{name: bittyrant, params: {raise_factor: 0.2, rounds: 3}}"]:
         path = write(tmp_path, GOOD.replace("upload: 512KiB/s",
                                             f"upload: 512KiB/s\n        choker: {choker}"))
         group = load_topology(path).groups[1]
-        assert group.choker.name in (choker, "mymod.sub:MyChoker", "bittyrant")
-    assert group.choker.params == {"raise": 0.2, "rounds": 3}
+        assert group.choker.name in (choker, "peer.policies.examples:LongMemory", "bittyrant")
+    assert group.choker.params == {"raise_factor": 0.2, "rounds": 3}
+
+
+@pytest.mark.parametrize(("choker", "key", "fragment"), [
+    ("nonexistent.module:Nope", "groups[1].choker",
+     "cannot import 'nonexistent.module' for 'nonexistent.module:Nope'"),
+    ("peer.policies.examples:Nope", "groups[1].choker",
+     "'peer.policies.examples' has no class 'Nope'"),
+    ("peer_helpers:NotAPolicy", "groups[1].choker", "has no rechoke() method"),
+    ("{name: bittyrant, params: {roundz: 3}}", "groups[1].choker.params",
+     "unexpected keyword argument 'roundz'"),
+    ("{name: mainline, params: {upload_slots: 0}}", "groups[1].choker.params",
+     "upload_slots must be 'auto' or a whole number >= 1"),
+])
+def test_a_policy_that_cannot_be_built_is_refused_before_the_run(
+        tmp_path: Path, choker: str, key: str, fragment: str) -> None:
+    # Built as the peer will build it (import, class, method, params): a mistake surfaces at
+    # validation, naming the group's key and line, not when that group's peers start.
+    path = write(tmp_path, GOOD.replace("upload: 512KiB/s",
+                                        f"upload: 512KiB/s\n        choker: {choker}"))
+    with pytest.raises(TopologyError) as info:
+        load_topology(path)
+    assert info.value.key == key and fragment in str(info.value), str(info.value)
+    assert info.value.line > 0
 
 
 def test_departure_before_arrival_is_caught_at_expansion(tmp_path: Path) -> None:
