@@ -47,6 +47,9 @@ class EndCondition:
 
     all_complete: bool = True
     time_limit: float | None = None
+    tolerate_crashes: bool = False
+    """A peer that exits non-zero unasked (no departure, no end of run) fails the run, unless
+    this is set (fault-injection experiments)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -462,6 +462,17 @@ class Orchestrator:
 
     # -- the summary --------------------------------------------------------------------------
 
+    def _final_status(self) -> tuple[Status, str]:
+        """The run's status and reason; a peer that crashed fails an otherwise completed run
+        unless the topology tolerates crashes (a crash is not a departure)."""
+        status, reason = self.status or "failed", self.reason
+        peers_crashed = {k: v for k, v in self.crashes.items() if k != "tracker"}
+        if status == "completed" and peers_crashed and not self.experiment.end.tolerate_crashes:
+            crashed = ", ".join(f"{name} (exit {code})" for name, code in peers_crashed.items())
+            return "failed", (f"crashed: {crashed}; {reason} (end: {{tolerate_crashes: true}} "
+                              "accepts crashes)")
+        return status, reason
+
     def summary(self) -> dict[str, Any]:
         exp = self.experiment
         leechers = self.leechers
@@ -491,10 +502,11 @@ class Orchestrator:
         for p in self.peers:
             if p.handle is not None:
                 exit_codes[p.plan.name] = p.handle.returncode
+        status, reason = self._final_status()
         return {
             "schema": SUMMARY_SCHEMA,
-            "status": self.status or "failed",
-            "reason": self.reason,
+            "status": status,
+            "reason": reason,
             "started_at": self.meta.get("started_at"),
             "duration": round(duration, 3),
             "peers": len(self.peers),
@@ -514,6 +526,7 @@ class Orchestrator:
             "cpu": cpu.to_json(),
             "exit_codes": exit_codes,
             "crashes": dict(self.crashes),
+            "crashes_tolerated": self.experiment.end.tolerate_crashes,
             "signal": (signal.Signals(self.signal_received).name
                        if self.signal_received is not None else None),
         }

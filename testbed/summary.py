@@ -61,10 +61,12 @@ def format_summary(summary: dict[str, Any], run_dir: Path) -> str:
 
 
 def exit_status(summary: dict[str, Any]) -> int:
-    """0 completed cleanly; 1 timed out, failed or a process crashed; 128+signal interrupted."""
+    """0 completed cleanly (crashes only where the topology tolerates them); 1 timed out,
+    failed or a process crashed; 128+signal interrupted."""
     if summary["status"] == "interrupted":
         sig = summary.get("signal")
         return 128 + (signal.Signals[sig].value if sig else signal.SIGINT.value)
-    if summary["status"] == "completed" and not summary["crashes"]:
+    if summary["status"] == "completed" and (not summary["crashes"]
+                                             or summary.get("crashes_tolerated")):
         return 0
     return 1

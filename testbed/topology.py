@@ -239,7 +239,7 @@ _GROUP_KEYS = ("name", "count", "role", "upload", "download", "choker", "picker"
 _TESTBED_ONLY_KEYS = ("choker", "picker", "protocol")
 """Group keys that mean nothing for a real client (it runs its own algorithms)."""
 _POLICY_KEYS = ("name", "params")
-_END_KEYS = ("all_complete", "time_limit")
+_END_KEYS = ("all_complete", "time_limit", "tolerate_crashes")
 _ARRIVAL_FORMS = "a time (all at once), {uniform: [from, to]}, {poisson: {rate: r, start: t}} " \
                  "or {at: [t1, t2, ...]}"
 _DEPARTURE_FORMS = "never, on_completion, {after_completion: s}, {at: t} or {killed: t}"
@@ -557,7 +557,9 @@ class _TopologyChecker(FieldChecker):
         if not all_complete and time_limit is None:
             self.fail("end", "the run would never end: set all_complete: true, a time_limit, "
                              "or both")
-        return EndCondition(all_complete=all_complete, time_limit=time_limit)
+        tolerate = self.boolean(end.get("tolerate_crashes", False), "end.tolerate_crashes")
+        return EndCondition(all_complete=all_complete, time_limit=time_limit,
+                            tolerate_crashes=tolerate)
 
 
 def _or_empty(value: Any) -> Any:

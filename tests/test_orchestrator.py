@@ -111,7 +111,7 @@ def plan(index: int, group: str, role: str = "leecher", *, arrival: float = 0.0,
 
 
 def experiment(*groups: tuple[str, int, dict], time_limit: float | None = 20.0,
-               all_complete: bool = True) -> Experiment:
+               all_complete: bool = True, tolerate_crashes: bool = False) -> Experiment:
     peers = [plan(0, "seed", "seed", upload=1024 * 1024)]
     for group, count, kw in groups:
         for _ in range(count):
@@ -119,7 +119,8 @@ def experiment(*groups: tuple[str, int, dict], time_limit: float | None = 20.0,
     return Experiment(name="fake", seed=7,
                       content=ContentSpec(size=100 * 1024, piece_length=16 * 1024),
                       peers=tuple(peers),
-                      end=EndCondition(all_complete=all_complete, time_limit=time_limit))
+                      end=EndCondition(all_complete=all_complete, time_limit=time_limit,
+                                       tolerate_crashes=tolerate_crashes))
 
 
 def run(exp: Experiment, tmp_path: Path, fakes: Commands, launcher: str = "local",
@@ -215,7 +216,9 @@ def test_crashed_and_killed_leechers_do_not_block_the_end(tmp_path, fakes, launc
                      ("hang", 1, {"departure": Departure(kind="killed", time=0.5)}),
                      ("partial", 1, {"departure": Departure(kind="at", time=0.5)}))
     out, summary = run(exp, tmp_path, fakes, launcher)
-    assert summary["status"] == "completed", summary
+    # A crash is not a departure: the run ends, but failed, naming the crash.
+    assert summary["status"] == "failed", summary
+    assert summary["reason"].startswith("crashed: crash-2 (exit 3); ")
     assert summary["completed"] == 1 and summary["leechers"] == 4
     assert "1/4 completed" in summary["reason"]
     assert summary["crashes"] == {"crash-2": 3}
@@ -225,6 +228,14 @@ def test_crashed_and_killed_leechers_do_not_block_the_end(tmp_path, fakes, launc
     assert exit_status(summary) == 1  # a crash is worth a nonzero exit
     assert "crashed: crash-2 (3)" in format_summary(summary, out)
     assert_all_gone(out)
+
+
+def test_a_topology_may_tolerate_crashes(tmp_path, fakes):
+    exp = experiment(("leecher", 1, {}), ("crash", 1, {}), tolerate_crashes=True)
+    _, summary = run(exp, tmp_path, fakes)
+    assert summary["status"] == "completed", summary
+    assert summary["crashes"] == {"crash-2": 3} and summary["crashes_tolerated"]
+    assert exit_status(summary) == 0
 
 
 def test_leave_after_completion_and_late_arrivals(tmp_path, fakes):
