@@ -54,7 +54,9 @@ class Finding:
     """The check on the median over seeds (and the ``against`` setup's median, else NaN);
     None: a figure shown for context."""
     against: str | None = None
-    """Another setup whose same-seed figure divides this one (a cross-setup ratio)."""
+    """Another setup whose same-seed figure this one is shown beside (or divided by)."""
+    divide: bool = False
+    """The figure is this setup's value over the ``against`` setup's, seed by seed."""
 
 
 def _legout(setup: str, *, seed_state: bool = False) -> list[Finding]:
@@ -104,7 +106,7 @@ FINDINGS: tuple[Finding, ...] = (
             "1.7 (median 70 % faster, live swarms)", "strategic_speedup", lambda v, _: v > 1.05),
     Finding("bittyrant_all_paper", "all-BitTyrant / one-BitTyrant median completion",
             "> 1 (an all-strategic swarm can be slower)", "median_all", lambda v, _: v > 1.05,
-            against="bittyrant_one_paper"),
+            against="bittyrant_one_paper", divide=True),
     Finding("propshare_vs_tft_paper", "tit-for-tat / PropShare median, slow class",
             "> 1 (PropShare faster)", "tft_over_ps_slow", lambda v, _: v > 1.05),
     Finding("propshare_vs_tft_paper", "tit-for-tat / PropShare median, fast class",
@@ -116,7 +118,8 @@ FINDINGS: tuple[Finding, ...] = (
     Finding("bittyrant_one", "strategic speed-up: medium tit-for-tat / BitTyrant", "1.7",
             "strategic_speedup", lambda v, _: v > 1.05),
     Finding("bittyrant_all", "all-BitTyrant / one-BitTyrant median completion", "> 1",
-            "median_all", lambda v, _: v > 1.05, against="bittyrant_one"),
+            "median_all", lambda v, _: v > 1.05, against="bittyrant_one",
+            divide=True),
     Finding("propshare_vs_tft", "tit-for-tat / PropShare median, slow class", "> 1",
             "tft_over_ps_slow", lambda v, _: v > 1.05),
     Finding("propshare_vs_tft", "tit-for-tat / PropShare median, fast class", "> 1",
@@ -147,11 +150,11 @@ def seed_service_jain(run: Run) -> float:
     return metrics.jain(rates)
 
 
-def seed_redundancy_while_injecting(run: Run) -> float:
-    """Share of the initial seeds' piece contributions, until the last piece first reached a
-    leecher, that went to pieces some leecher already held (0: each piece sent once). Later
-    contributions are all to pieces the swarm holds, whatever the seed does."""
-    done_at = injection.injection(run)["all_injected_at"]
+def seed_redundancy_while_injecting(run: Run, done_at: float | None) -> float:
+    """Share of the initial seeds' piece contributions, until ``done_at`` (when the last piece
+    first reached a leecher, ``injection.injection``), that went to pieces some leecher already
+    held (0: each piece sent once). Later contributions are all to pieces the swarm holds,
+    whatever the seed does."""
     contrib = injection.seed_contributions(run)
     if done_at is not None:
         contrib = contrib[contrib["t"] <= done_at]
@@ -160,23 +163,24 @@ def seed_redundancy_while_injecting(run: Run) -> float:
     return float((contrib["status"] != "new").mean())
 
 
-def figures_of(setup: str, run: Run) -> Figures:
+def figures_of(run: Run) -> Figures:
     by_group = metrics.completion_by_group(run)
     med = {str(g): float(r["median"]) for g, r in by_group.iterrows()}
     cl = metrics.clustering(run)
     diag = {str(g): float(cl.loc[g, g]) for g in cl.index if g in cl.columns}
     util = metrics.utilisation(run)
     util = util[util["role"] == "leecher"].dropna(subset=["capacity", "tau"])
+    eff = metrics.efficiency(run)
+    inj = injection.injection(run)
     f: Figures = {
         "median_all": med.get("all", math.nan),
-        "makespan_over_bound": _ratio(metrics.efficiency(run)["makespan"],
-                                      metrics.bounds(run)["d_p2p"]),
+        "makespan_over_bound": _ratio(eff["makespan"], eff["d_p2p"]),
         "slow_over_fast": _ratio(med.get("slow"), med.get("fast")),
         "cluster_fast": diag.get("fast", math.nan), "cluster_slow": diag.get("slow", math.nan),
         "utilisation": float(util["up"].sum() / (util["capacity"] * util["tau"]).sum())
         if len(util) else math.nan,
-        "injection_ratio": injection.injection(run)["ratio"] or math.nan,
-        "seed_redundant": seed_redundancy_while_injecting(run),
+        "injection_ratio": inj["ratio"] or math.nan,
+        "seed_redundant": seed_redundancy_while_injecting(run, inj["all_injected_at"]),
         "seed_jain": seed_service_jain(run),
         "free_rider_slowdown": _ratio(med.get("free_rider"), med.get("contributor")),
         "strategic_speedup": _ratio(med.get("medium"), med.get("tyrant")),
@@ -242,7 +246,7 @@ def table(results: dict[tuple[str, int], Figures], seeds: list[int]) -> str:
         if f.against is not None:
             base = [results.get((f.against, s), {}).get(f.key, math.nan)
                     for s in seeds if (f.setup, s) in results]
-        if f.key == "median_all" and f.against is not None:
+        if f.divide:
             values = [_ratio(v, b) for v, b in zip(values, base, strict=True)]
             base = [math.nan] * len(values)
             values_text = _spread(values)
@@ -283,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
         for seed in args.seeds:
             out = run_dir(args.runs, setup, seed)
             if (out / "summary.json").exists():
-                results[(setup, seed)] = figures_of(setup, load_run(out))
+                results[(setup, seed)] = figures_of(load_run(out))
             else:
                 print(f"no finished run in {out}; skipped", file=sys.stderr)
     print(table(results, args.seeds))

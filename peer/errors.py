@@ -29,6 +29,8 @@ class MetainfoError(TestbedError, ValueError):
     def __init__(self, message: str, key: str | None = None, path: str | None = None) -> None:
         self.key = key
         self.path = path
+        self.detail = message
+        """The message without the key and path it is prefixed with."""
         parts = [p for p in (path, f"key {key!r}" if key else None) if p]
         prefix = ": ".join(parts)
         super().__init__(f"{prefix}: {message}" if prefix else message)
@@ -40,6 +42,8 @@ class ConfigError(TestbedError, ValueError):
     def __init__(self, message: str, key: str | None = None, path: str | None = None) -> None:
         self.key = key
         self.path = path
+        self.detail = message
+        """The message without the key and path it is prefixed with."""
         parts = [p for p in (path, key) if p]
         prefix = ": ".join(parts)
         super().__init__(f"{prefix}: {message}" if prefix else message)

@@ -57,6 +57,7 @@ __all__ = [
     "NeighbourView",
     "PickView",
     "PiecePicker",
+    "PolicyParamsError",
     "PropShare",
     "RandomPicker",
     "RarestFirst",
@@ -105,6 +106,10 @@ def resolve_policy_class(spec: PolicySpec, registry: dict[str, tuple[type, dict[
     return cls, {}
 
 
+class PolicyParamsError(ConfigError):
+    """The policy's constructor refused its parameters (the class itself was found)."""
+
+
 def build_policy(spec: PolicySpec, registry: dict[str, tuple[type, dict[str, object]]],
                  kind: str, seed: int) -> object:
     """Instantiate a policy with its defaults, the spec's params and the peer's seed."""
@@ -113,7 +118,7 @@ def build_policy(spec: PolicySpec, registry: dict[str, tuple[type, dict[str, obj
     try:
         policy = cls(seed=seed, **params)
     except TypeError as exc:
-        raise ConfigError(f"bad parameters for {spec.name!r}: {exc}", kind) from None
+        raise PolicyParamsError(f"bad parameters for {spec.name!r}: {exc}", kind) from None
     method = "rechoke" if kind == "choker" else "pick"
     if not callable(getattr(policy, method, None)):
         raise ConfigError(f"{spec.name!r} has no {method}() method", kind)

@@ -22,7 +22,7 @@ from typing import Any, Literal, NoReturn
 
 from peer.config import BLOCK_SIZE, PolicySpec, ProtocolSettings, RateLimit
 from peer.errors import ConfigError
-from peer.policy import CHOKERS, PICKERS, build_policy
+from peer.policy import CHOKERS, PICKERS, PolicyParamsError, build_policy
 from testbed.experiment import (
     ContentSpec,
     Departure,
@@ -385,9 +385,10 @@ class _TopologyChecker(FieldChecker):
         registry = CHOKERS if what == "choker" else PICKERS
         try:
             build_policy(spec, registry, what, 0)
+        except PolicyParamsError as exc:
+            self.fail(params_path, exc.detail)
         except ConfigError as exc:
-            message = str(exc).removeprefix(f"{what}: ")
-            self.fail(params_path if message.startswith("bad parameters") else path, message)
+            self.fail(path, exc.detail)
         except Exception as exc:  # a researcher's constructor may raise anything
             self.fail(params_path, f"{what} {spec.name!r} could not be built with params "
                                    f"{spec.params}: {type(exc).__name__}: {exc}")

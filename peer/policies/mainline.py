@@ -97,6 +97,8 @@ class Mainline:
     def _sync_order(self, neighbours: tuple[NeighbourView, ...]) -> None:
         present = {n.peer for n in neighbours}
         self.order = [p for p in self.order if p in present]
+        for gone in self.unchoke_round.keys() - present:
+            del self.unchoke_round[gone]
         known = set(self.order)
         for n in neighbours:
             if n.peer not in known:
