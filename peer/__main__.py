@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 
-from peer.config import PeerConfig, PolicySpec, ProtocolSettings, RateLimit
+from peer.config import STOP_SIGNALS, PeerConfig, PolicySpec, ProtocolSettings, RateLimit
 from peer.errors import TestbedError
 from peer.units import parse_rate
 
@@ -62,6 +63,17 @@ def config_from_args(args: argparse.Namespace) -> PeerConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # A stop signal that arrives while we start (before the node's receiver is open) would kill
+    # us with the default action and leave a log that ends at "start": hold it until the node
+    # takes it over (Node.run unblocks), so every stop is a clean one.
+    previous_mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        return _run_main(argv)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous_mask)
+
+
+def _run_main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     try:
         config = config_from_args(args)

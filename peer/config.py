@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,9 @@ from peer.errors import ConfigError
 
 BLOCK_SIZE = 16 * 1024  # BEP 3: requests are for 2^14 bytes; larger ones are refused
 FALLBACK_ANNOUNCE_INTERVAL = 30.0
+# What stops a peer cleanly (announce stopped, flush the log, exit 0): the orchestrator's
+# SIGTERM and a terminal's Ctrl-C.
+STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})
 """Seconds between announces while following the tracker and it has not named an interval."""
 
 

@@ -19,7 +19,7 @@ import mmap
 import os
 import random
 import signal
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from functools import partial
 from pathlib import Path
 
@@ -36,7 +36,7 @@ from peer.actions import (
     UploadQueued,
 )
 from peer.bucket import TokenBucket
-from peer.config import PeerConfig, RateLimit
+from peer.config import STOP_SIGNALS, PeerConfig, RateLimit
 from peer.connection import Connection, close_reason
 from peer.errors import TestbedError
 from peer.eventlog import SCHEMA_VERSION, EventLog, RunClock
@@ -102,47 +102,50 @@ class Node:
         """Run until a signal, leaving after completion, or cancellation; returns the reason."""
         self._time_offset = trio.current_time() - self.clock.now()
         reason = "cancelled"
-        try:
-            async with trio.open_nursery() as nursery:
-                self._nursery = nursery
-                listeners = await trio.open_tcp_listeners(self.config.listen_port,
-                                                          host=self.config.listen_host)
-                self.listen_port = listeners[0].socket.getsockname()[1]
-                self._log_start()
-                nursery.start_soon(trio.serve_listeners, self._accept, listeners)
-                for task in (self._housekeeping, self._flush_lazy_messages,
-                             self._rechoke_timer, self._announcer):
-                    nursery.start_soon(task)
-                task_status.started(self.listen_port)
-                reason = await self._wait_for_exit()
-                nursery.cancel_scope.cancel()
-        finally:
-            self._nursery = None
-            with trio.CancelScope(shield=True):
-                await self._shutdown(reason)
+        # The receiver opens first and queues what arrives while we start; ``python -m peer``
+        # holds the stop signals blocked until here.
+        with trio.open_signal_receiver(*STOP_SIGNALS) as signals:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+            try:
+                async with trio.open_nursery() as nursery:
+                    self._nursery = nursery
+                    listeners = await trio.open_tcp_listeners(self.config.listen_port,
+                                                              host=self.config.listen_host)
+                    self.listen_port = listeners[0].socket.getsockname()[1]
+                    self._log_start()
+                    nursery.start_soon(trio.serve_listeners, self._accept, listeners)
+                    for task in (self._housekeeping, self._flush_lazy_messages,
+                                 self._rechoke_timer, self._announcer):
+                        nursery.start_soon(task)
+                    task_status.started(self.listen_port)
+                    reason = await self._wait_for_exit(signals)
+                    nursery.cancel_scope.cancel()
+            finally:
+                self._nursery = None
+                with trio.CancelScope(shield=True):
+                    await self._shutdown(reason)
         return reason
 
-    async def _wait_for_exit(self) -> str:
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-            async with trio.open_nursery() as nursery:
-                outcome: list[str] = []
+    async def _wait_for_exit(self, signals: AsyncIterator[int]) -> str:
+        async with trio.open_nursery() as nursery:
+            outcome: list[str] = []
 
-                async def on_signal() -> None:
-                    async for _ in signals:
-                        outcome.append("signal")
-                        nursery.cancel_scope.cancel()
-
-                async def on_leave() -> None:
-                    leave = self.config.leave_after_complete
-                    if leave is None:
-                        await trio.sleep_forever()
-                    await self.completed.wait()
-                    await trio.sleep(leave)
-                    outcome.append("left after completion")
+            async def on_signal() -> None:
+                async for _ in signals:
+                    outcome.append("signal")
                     nursery.cancel_scope.cancel()
 
-                nursery.start_soon(on_signal)
-                nursery.start_soon(on_leave)
+            async def on_leave() -> None:
+                leave = self.config.leave_after_complete
+                if leave is None:
+                    await trio.sleep_forever()
+                await self.completed.wait()
+                await trio.sleep(leave)
+                outcome.append("left after completion")
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(on_signal)
+            nursery.start_soon(on_leave)
         return outcome[0] if outcome else "cancelled"
 
     async def _shutdown(self, reason: str) -> None:

@@ -173,3 +173,28 @@ def test_corrupt_torrent_exits_2_with_one_line(tmp_path, data, fragment):
     result = run_peer("--config", str(write_config(tmp_path / "p.json", config)))
     assert_one_line_exit_2(result, "bad.torrent", fragment)
     assert not (tmp_path / "p.jsonl").exists() or not read_log(tmp_path / "p.jsonl")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_signal_while_the_peer_starts_is_a_clean_stop(tmp_path, signum):
+    # The orchestrator may stop a run while a slow peer is still starting: the signal must be
+    # held until the peer can honour it, not kill it with a log that ends at "start".
+    content, torrent, _ = make_torrent(tmp_path)
+    log = tmp_path / "p.jsonl"
+    proc = subprocess.Popen([sys.executable, "-m", "peer", "--torrent", str(torrent), "--role",
+                             "seed", "--content", str(content), "--log", str(log)],
+                            cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 20
+        while not log.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.0005)  # the window is a few milliseconds wide
+        proc.send_signal(signum)  # the log exists before the peer listens or logs "start"
+        output, _ = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, output
+    records = read_log(log)
+    assert [r["ev"] for r in records][0::len(records) - 1] == ["start", "stop"], records
+    assert records[-1]["reason"] == "signal"
