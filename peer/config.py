@@ -51,6 +51,12 @@ class ProtocolSettings:
     announce_interval: float | None = None
     """Seconds between periodic announces; None follows the tracker's ``interval`` (until it
     names one: ``FALLBACK_ANNOUNCE_INTERVAL``)."""
+    wanted_neighbours: int = 20
+    """A peer with fewer neighbours than this announces early, to find more (0: never)."""
+    short_announce_interval: float | None = None
+    """Seconds between announces while short of neighbours; None: the tracker's ``min
+    interval``, else half the announce interval, at least 5 s (never later than the periodic
+    announce)."""
     numwant: int = 50
     stall_timeout: float = 180.0
     """Close a connection that sent nothing at all (not even a keep-alive) for this long. Real
@@ -85,6 +91,16 @@ class ProtocolSettings:
         ):
             raise ConfigError(f"must be seconds > 0 or null, got {self.announce_interval!r}",
                               f"{where}.announce_interval")
+        if self.short_announce_interval is not None and (
+            not _is_number(self.short_announce_interval) or self.short_announce_interval <= 0
+        ):
+            raise ConfigError(
+                f"must be seconds > 0 or null, got {self.short_announce_interval!r}",
+                f"{where}.short_announce_interval")
+        wanted = self.wanted_neighbours
+        if not isinstance(wanted, int) or isinstance(wanted, bool) or wanted < 0:
+            raise ConfigError(f"must be a whole number >= 0, got {wanted!r}",
+                              f"{where}.wanted_neighbours")
         if self.seed_choke not in ("upload_rate", "round_robin"):
             raise ConfigError(
                 f"must be 'upload_rate' or 'round_robin', got {self.seed_choke!r}",
