@@ -4,9 +4,10 @@ Shaped like h11's ``Connection`` and the tracker's ``Swarm``: the node (peer/nod
 session what happened (a connection opened, a handshake or a message arrived, a block went out,
 a timer fired, a connection closed), passing the time in, and gets back what to do, as a list
 of actions: bytes to send to a connection, a connection to close, an event to log, a rechoke
-to run soon, the download completed. The session owns interest, choking, the request pipeline,
-end game cancels, have suppression, hash-failure strikes, the duplicate-connection tie-break
-and the rechoke; the node owns sockets, tasks, token buckets, timers and the event log.
+to run soon, the download completed. The session owns interest, the request pipeline, end game
+cancels, have suppression, hash-failure strikes, the duplicate-connection tie-break and the
+rechoke (the choker's decisions are applied by peer/choking.py); the node owns sockets, tasks,
+token buckets, timers and the event log.
 
 Connections are named by the node's connection id (``cid``), from TCP connect or accept on; a
 connection is a *neighbour* once its handshake is accepted.
@@ -29,22 +30,15 @@ from peer.actions import (
     Log,
     RechokeSoon,
     Send,
-    SetUploadCap,
     UploadQueued,
 )
+from peer.choking import Choking
 from peer.config import ProtocolSettings
 from peer.errors import BencodeError
 from peer.eventlog import peer_id_text
 from peer.neighbour import Neighbour
 from peer.pieces import BlockResult, PieceDone, PieceState
-from peer.policy_types import (
-    Choker,
-    ChokeView,
-    Decision,
-    NeighbourView,
-    PiecePicker,
-    RechokeTrigger,
-)
+from peer.policy_types import Choker, PiecePicker, RechokeTrigger
 from peer.requests import RequestPipeline
 
 if TYPE_CHECKING:
@@ -64,7 +58,6 @@ EXTENSION_BIT = 0x10
 EXTENDED = 20
 """BEP 10's message id."""
 RESERVED = bytes([0, 0, 0, 0, 0, EXTENSION_BIT, 0, 0])
-NO_DECISION = Decision("choke", "no decision")
 
 
 class Session:
@@ -79,10 +72,8 @@ class Session:
         self.settings = settings
         self.upload_capacity = upload_capacity
         """Our upload cap in bytes/s (None: unlimited), for the choker's view."""
-        self.choker = choker
-        self.triggered_rechokes = bool(getattr(choker, "triggered_rechokes", False))
-        """Mainline BitTorrent also rechokes when an unchoked neighbour's interest changes or it
-        leaves; a choker asks for those rechokes with a ``triggered_rechokes`` attribute."""
+        self.choking = Choking(choker, settings)
+        self.triggered_rechokes = self.choking.triggered_rechokes
         self.requests = RequestPipeline(pieces, picker, settings.pipeline_depth)
         self.rng = rng
         """Seeded by the peer's seed: the order in which tracker peers are dialled."""
@@ -103,7 +94,6 @@ class Session:
         self._counters_dirty = True
         self.uploaded = 0
         self.downloaded = 0
-        self.rechoke_round = 0
         self.listen_port = 0
         self.start_time = 0.0
         self._out: list[Action] = []
@@ -494,44 +484,11 @@ class Session:
     # --- choking ----------------------------------------------------------------------------
 
     def rechoke(self, trigger: RechokeTrigger, now: float) -> Sequence[Action]:
-        """Ask the choker, act on its decisions, and log them (a ``timer`` rechoke lists every
-        neighbour; a triggered one only the changed decisions, and no line if none changed)."""
-        nbrs = list(self.neighbours.values())
-        views = tuple(nbr.view(now, self.settings.snub_time, self.pieces.num_pieces)
-                      for nbr in nbrs)
-        decisions = self.choker.rechoke(ChokeView(
-            now=now, round=self.rechoke_round, trigger=trigger, we_are_seed=self.pieces.complete,
-            neighbours=views, settings=self.settings, upload_capacity=self.upload_capacity))
-        lines = []
-        for nbr, view in zip(nbrs, views, strict=True):
-            decision = decisions.get(nbr.peer, NO_DECISION)
-            self._apply(nbr, decision, now)
-            if trigger != "timer" and decision.kind == view.current:
-                continue  # between timer rechokes only the changes are worth a log line
-            lines.append(_rechoke_line(view, decision))
-        if trigger != "timer" and not lines:
-            return self._flush()  # a triggered rechoke that changed nothing: not worth a line
-        self._log("rechoke", round=self.rechoke_round, trigger=trigger,
-                  seed=self.pieces.complete,
-                  optimistic_rotated=any(d.rotated for d in decisions.values()), nbrs=lines)
-        self.rechoke_round += 1
+        """Let the choker decide (peer/choking.py) and act on its decisions."""
+        self._out += self.choking.rechoke(
+            trigger, list(self.neighbours.values()), now, we_are_seed=self.pieces.complete,
+            num_pieces=self.pieces.num_pieces, upload_capacity=self.upload_capacity)
         return self._flush()
-
-    def _apply(self, nbr: Neighbour, decision: Decision, now: float) -> None:
-        nbr.decision = decision.kind
-        unchoke = decision.kind != "choke"
-        cap = decision.rate if unchoke else None
-        if cap != nbr.upload_cap:
-            nbr.upload_cap = cap
-            self._out.append(SetUploadCap(nbr.cid, cap))
-        if unchoke and nbr.am_choking:
-            nbr.am_choking = False
-            nbr.last_unchoked = now
-            self._send(nbr, wire.UNCHOKE_BYTES)
-        elif not unchoke and not nbr.am_choking:
-            nbr.am_choking = True
-            nbr.uploads.clear()
-            self._send(nbr, wire.CHOKE_BYTES)
 
     # --- closing ----------------------------------------------------------------------------
 
@@ -575,10 +532,3 @@ class Session:
         self._out = []
         return out
 
-
-def _rechoke_line(view: NeighbourView, decision: Decision) -> dict[str, Any]:
-    """One neighbour's entry in the rechoke log event."""
-    return {"peer": view.peer, "down_rate": round(view.down_rate, 1),
-            "up_rate": round(view.up_rate, 1), "interested": view.interested,
-            "choking_us": view.choking_us, "snubbed": view.snubbed, "decision": decision.kind,
-            "reason": decision.reason, "rate": decision.rate}
