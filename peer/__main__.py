@@ -8,6 +8,7 @@ Exit status: 0 after a clean stop (SIGTERM, or leaving after completion), 2 on b
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import signal
 import sys
@@ -27,6 +28,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--name", default="peer")
     parser.add_argument("--peer-id", default="-TB0100-000000000000")
     parser.add_argument("--tracker", help="announce URL (default: the torrent's)")
+    parser.add_argument("--announce-interval", type=_seconds, default=None, metavar="S",
+                        help="seconds between announces (default: the tracker's interval; a "
+                             "peer short of neighbours announces sooner, at the tracker's "
+                             "min interval)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--upload", default="unlimited", help="upload cap, e.g. 512KiB/s")
@@ -40,6 +45,16 @@ def build_parser() -> argparse.ArgumentParser:
                              "slot is free, instead of at the next "
                              f"{ProtocolSettings().rechoke_period:g} s rechoke")
     return parser
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds > 0, got {text!r}")
+    return value
 
 
 def config_from_args(args: argparse.Namespace) -> PeerConfig:
@@ -57,7 +72,8 @@ def config_from_args(args: argparse.Namespace) -> PeerConfig:
         seed=args.seed, upload=RateLimit(rate=upload), download=RateLimit(rate=download),
         choker=PolicySpec(name=args.choker), picker=PolicySpec(name=args.picker),
         leave_after_complete=args.leave_after_complete,
-        protocol=ProtocolSettings(unchoke_when_free=args.unchoke_when_free))
+        protocol=ProtocolSettings(unchoke_when_free=args.unchoke_when_free,
+                                  announce_interval=args.announce_interval))
     config.validate()
     return config
 

@@ -44,7 +44,7 @@ from peer.metainfo import Metainfo, read_torrent
 from peer.pieces import PieceState
 from peer.policy import build_choker, build_picker
 from peer.session import Session
-from peer.tracker_client import Address, AnnounceRequest, announce
+from peer.tracker_client import Address, AnnounceRequest, AnnounceSchedule, announce
 
 HANDSHAKE_TIMEOUT = 10.0
 DIAL_TIMEOUT = 5.0
@@ -55,6 +55,9 @@ RETRY_FIRST_DELAY = 1.0
 """Seconds before retrying a failed announce; doubled each failure, up to the interval."""
 STOPPED_ANNOUNCE_TIME = 0.5
 """At shutdown the ``stopped`` announce gets this long; the peer leaves either way."""
+SHORTAGE_CHECK_PERIOD = 1.0
+"""Seconds between looks at the neighbour count while waiting to announce: a peer that loses
+neighbours announces early from then on."""
 
 
 class Node:
@@ -80,7 +83,7 @@ class Node:
         self.connections: dict[int, Connection] = {}
         self._cids = itertools.count()
         self.listen_port = 0
-        self.announce_interval = config.protocol.first_announce_interval
+        self.announce_schedule = AnnounceSchedule(config.protocol)
         self.completed = trio.Event()
         """Set once the download is complete and the content written out."""
         self._time_offset = 0.0
@@ -271,16 +274,26 @@ class Node:
                 # Tracker unreachable or refusing: retry soon, with backoff, same event.
                 with trio.move_on_after(delay):
                     await self._announce_now.wait()
-                delay = min(delay * 2, self.announce_interval)
+                delay = min(delay * 2, self.announce_schedule.interval)
                 continue
             delay = RETRY_FIRST_DELAY
             event = ""
             self._dial(peers)
-            with trio.move_on_after(self.announce_interval):
-                await self._announce_now.wait()
+            await self._wait_to_announce(since=self.now())
             if self._announce_now.is_set():
                 self._announce_now = trio.Event()
                 event = "completed" if self.session.complete else ""
+
+    async def _wait_to_announce(self, *, since: float) -> None:
+        """Until the next periodic announce is due (early while short of neighbours), or the
+        download completes."""
+        while not self._announce_now.is_set():
+            due = self.announce_schedule.next_announce(since, len(self.session.neighbours))
+            wait = due - self.now()
+            if wait <= 0:
+                return
+            with trio.move_on_after(min(wait, SHORTAGE_CHECK_PERIOD)):
+                await self._announce_now.wait()
 
     async def _announce(self, event: str) -> list[Address] | None:
         session = self.session
@@ -292,9 +305,7 @@ class Node:
         self.log.emit("announce", **record)
         if response is None or response.peers is None:
             return None
-        interval = response.usable_interval
-        if interval is not None and self.config.protocol.announce_interval is None:
-            self.announce_interval = interval
+        self.announce_schedule.heard(response)
         return response.peers
 
     # --- connections ------------------------------------------------------------------------

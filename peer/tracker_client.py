@@ -17,11 +17,14 @@ import trio
 
 from peer import bencode
 from peer.bencode import Bencodable
+from peer.config import ProtocolSettings
 from peer.errors import BencodeError
 
 ANNOUNCE_TIMEOUT = 5.0
 """Seconds an announce may take, connection included, before it counts as failed."""
 USER_AGENT = "bt-testbed/0.1"
+SHORT_ANNOUNCE_FLOOR = 5.0
+"""Seconds: a peer short of neighbours announces at most this often unless told otherwise."""
 
 Address = tuple[str, int]
 
@@ -49,15 +52,66 @@ class AnnounceResponse:
     """None when the tracker refused (``failure`` is set)."""
     failure: str | None = None
     interval: Bencodable | None = None
+    min_interval: Bencodable | None = None
+    """The tracker's ``min interval``: announce no more often than this, even when short."""
     complete: Bencodable | None = None
     incomplete: Bencodable | None = None
 
     @property
     def usable_interval(self) -> float | None:
         """The tracker's announce interval in seconds, when it gave a sensible one."""
-        if isinstance(self.interval, int) and self.interval > 0:
-            return float(self.interval)
-        return None
+        return _seconds(self.interval)
+
+    @property
+    def usable_min_interval(self) -> float | None:
+        """The tracker's ``min interval`` in seconds, when it gave a sensible one."""
+        return _seconds(self.min_interval)
+
+
+def _seconds(value: Bencodable | None) -> float | None:
+    if isinstance(value, int) and value > 0:
+        return float(value)
+    return None
+
+
+class AnnounceSchedule:
+    """When to announce next (no I/O, no clock: times are passed in).
+
+    Periodic announces follow ``protocol.announce_interval`` if set, else the tracker's
+    ``interval`` (``FALLBACK_ANNOUNCE_INTERVAL`` until it names one). A peer with fewer than
+    ``wanted_neighbours`` neighbours announces early, as clients short of peers do: every
+    ``short_announce_interval`` if set, else at the tracker's ``min interval``, else twice as
+    often with a floor of ``SHORT_ANNOUNCE_FLOOR``; never later than the periodic announce.
+    """
+
+    def __init__(self, settings: ProtocolSettings) -> None:
+        self.settings = settings
+        self.interval = settings.first_announce_interval
+        self.min_interval: float | None = None
+
+    def heard(self, response: AnnounceResponse) -> None:
+        """Take the intervals from a tracker's answer (the settings win when set)."""
+        interval = response.usable_interval
+        if interval is not None and self.settings.announce_interval is None:
+            self.interval = interval
+        self.min_interval = response.usable_min_interval
+
+    @property
+    def short_interval(self) -> float:
+        """Seconds between announces while short of neighbours."""
+        short = self.settings.short_announce_interval
+        if short is None:
+            short = self.min_interval
+        if short is None:
+            short = max(SHORT_ANNOUNCE_FLOOR, self.interval / 2)
+        return min(short, self.interval)
+
+    def next_announce(self, last: float, neighbours: int) -> float:
+        """The time of the next periodic announce after one at ``last``, given how many
+        neighbours the peer has now (ask again as that changes)."""
+        if neighbours < self.settings.wanted_neighbours:
+            return last + self.short_interval
+        return last + self.interval
 
 
 def announce_query(request: AnnounceRequest) -> str:
@@ -84,6 +138,7 @@ def parse_announce_response(body: bytes) -> AnnounceResponse:
         return AnnounceResponse(peers=None, failure=reason.decode("utf-8", "replace"))
     return AnnounceResponse(peers=parse_peers(response.get(b"peers", b"")),
                             interval=response.get(b"interval"),
+                            min_interval=response.get(b"min interval"),
                             complete=response.get(b"complete"),
                             incomplete=response.get(b"incomplete"))
 
@@ -111,12 +166,14 @@ def announce_record(event: str, response: AnnounceResponse | None,
                     error: str | None = None) -> dict[str, Any]:
     """The fields of the ``announce`` log event (docs/log-schema.md)."""
     record: dict[str, Any] = {"event": event, "ok": False, "peers": 0, "interval": None,
-                              "complete": None, "incomplete": None, "error": error}
+                              "min_interval": None, "complete": None, "incomplete": None,
+                              "error": error}
     if response is not None and response.peers is None:
         record["error"] = response.failure
     elif response is not None and response.peers is not None:
         record.update(ok=True, peers=len(response.peers), interval=response.interval,
-                      complete=response.complete, incomplete=response.incomplete)
+                      min_interval=response.min_interval, complete=response.complete,
+                      incomplete=response.incomplete)
     return record
 
 
