@@ -38,12 +38,16 @@ def _seconds(text: str) -> float:
 
 
 def _seed(text: str) -> int:
+    from testbed.limits import seed_problem  # stdlib-only
+
     try:
-        return int(text)
+        value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"seed {text!r} is not a whole number") from None
-
-
+    problem = seed_problem(value)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(f"seed {problem}")
+    return value
 
 
 def _alpha(text: str) -> float:

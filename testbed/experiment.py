@@ -102,6 +102,10 @@ class Experiment:
     """An external tracker's announce URL; None starts the testbed's own tracker."""
     announce_interval: float = 30.0
     """The ``interval`` the testbed's tracker tells peers."""
+    policy_files: tuple[tuple[str, str], ...] = ()
+    """Policy files the peers load from the run directory: (copy, source) pairs, the copy
+    relative to the run directory (``policies/mine.py``), the source the absolute path it is
+    copied from when the run starts (testbed.provenance)."""
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -22,7 +22,6 @@ from typing import Any, Literal, NoReturn
 
 from peer.config import BLOCK_SIZE, PolicySpec, ProtocolSettings, RateLimit
 from peer.errors import ConfigError
-from peer.policy import CHOKERS, PICKERS, PolicyParamsError, build_policy
 from testbed.experiment import (
     ContentSpec,
     Departure,
@@ -33,8 +32,22 @@ from testbed.experiment import (
     peer_id_for,
 )
 from testbed.external_plan import ExternalPeerPlan, check_template, split_command
+from testbed.limits import (
+    DEFAULT_MAX_PEERS,
+    MAX_PEERS_CEILING,
+    MAX_PIECES,
+    MAX_SEED,
+    PROTOCOL_BOUNDS,
+    seed_problem,
+)
+from testbed.topology_policy import (
+    BUILTIN_CHOKERS,
+    BUILTIN_PICKERS,
+    PolicyChecker,
+    as_run_copy,
+    run_copy_names,
+)
 from testbed.yamlfile import (
-    FieldChecker,
     InputFileError,
     describe,
     did_you_mean,
@@ -55,11 +68,6 @@ __all__ = [
     "load_topology",
     "parse_topology",
 ]
-
-# Policy names the topology accepts without a ``module:Class`` path: the peer's own registries,
-# so a policy registered there is accepted here (peer.policy imports nothing heavy).
-BUILTIN_CHOKERS: tuple[str, ...] = tuple(CHOKERS)
-BUILTIN_PICKERS: tuple[str, ...] = tuple(PICKERS)
 
 DEFAULT_TIME_LIMIT = 3600.0
 DEFAULT_ANNOUNCE_INTERVAL = 30.0
@@ -167,13 +175,18 @@ def load_topology(path: str | Path) -> Topology:
     return parse_topology(text, file=str(path), default_name=Path(path).stem)
 
 
-def parse_topology(text: str, *, file: str = "<topology>",
-                   default_name: str = "topology") -> Topology:
-    """Check topology YAML given as text (``file`` is only used in messages)."""
+def parse_topology(text: str, *, file: str = "<topology>", default_name: str = "topology",
+                   base_dir: str | Path | None = None) -> Topology:
+    """Check topology YAML given as text. ``file`` names it in messages; policy files
+    (``./mine.py:Class``) are relative to ``base_dir``, by default ``file``'s folder (the
+    working directory when ``file`` is not a path)."""
     document = read_yaml(text, file, error=TopologyError,
                          empty="empty file: a topology needs at least 'content' and 'groups'")
-    return _TopologyChecker(document, file, TopologyError, whole="the topology").topology(
-        document.value, text, default_name)
+    checker = _TopologyChecker(document, file, TopologyError, whole="the topology")
+    if base_dir is None:
+        base_dir = Path(file).parent if file != TopologyError.unnamed else Path()
+    checker.base_dir = Path(base_dir)
+    return checker.topology(document.value, text, default_name)
 
 
 def expand(topology: Topology, seed: int | None = None) -> Experiment:
@@ -183,6 +196,10 @@ def expand(topology: Topology, seed: int | None = None) -> Experiment:
     if not isinstance(run_seed, int) or isinstance(run_seed, bool):
         raise TopologyError(f"the run seed must be a whole number, got {run_seed!r}",
                             file=topology.file, key="seed")
+    if (problem := seed_problem(run_seed)) is not None:
+        raise TopologyError(f"the run seed {problem}", file=topology.file, key="seed")
+    # Policy files are run from their copies in the run directory (testbed.topology_policy).
+    copies = run_copy_names([p for g in topology.groups for p in (g.choker, g.picker)])
     peers: list[PeerPlan] = []
     for group in topology.groups:
         # One generator per group, keyed by name: adding a group does not move the others.
@@ -201,7 +218,8 @@ def expand(topology: Topology, seed: int | None = None) -> Experiment:
                 name=name, group=group.name, index=index, role=group.role,
                 peer_id=peer_id_for(index), seed=_peer_seed(run_seed, index), arrival=arrival,
                 departure=group.departure, upload=group.upload, download=group.download,
-                protocol=group.protocol, choker=group.choker, picker=group.picker,
+                protocol=group.protocol, choker=as_run_copy(group.choker, copies),
+                picker=as_run_copy(group.picker, copies),
             )
             if group.command is not None:
                 peers.append(ExternalPeerPlan(command=group.command, **fields))
@@ -214,6 +232,7 @@ def expand(topology: Topology, seed: int | None = None) -> Experiment:
     return Experiment(
         name=topology.name, seed=run_seed, content=content, peers=tuple(peers), end=topology.end,
         tracker_url=topology.tracker_url, announce_interval=topology.announce_interval,
+        policy_files=tuple((copy, source) for source, copy in copies.items()),
     )
 
 
@@ -231,14 +250,13 @@ def _peer_seed(run_seed: int, index: int) -> int:
 # ---------------------------------------------------------------------------------------------
 # The schema
 
-_TOP_KEYS = ("name", "seed", "content", "protocol", "tracker", "groups", "end")
+_TOP_KEYS = ("name", "seed", "content", "protocol", "tracker", "groups", "end", "max_peers")
 _CONTENT_KEYS = ("size", "piece_size", "seed", "name")
 _TRACKER_KEYS = ("announce_interval", "numwant", "url")
 _GROUP_KEYS = ("name", "count", "role", "upload", "download", "choker", "picker", "protocol",
                "arrival", "departure", "command")
 _TESTBED_ONLY_KEYS = ("choker", "picker", "protocol")
 """Group keys that mean nothing for a real client (it runs its own algorithms)."""
-_POLICY_KEYS = ("name", "params")
 _END_KEYS = ("all_complete", "time_limit", "tolerate_crashes")
 _ARRIVAL_FORMS = "a time (all at once), {uniform: [from, to]}, {poisson: {rate: r, start: t}} " \
                  "or {at: [t1, t2, ...]}"
@@ -249,10 +267,9 @@ _PROTOCOL_FIELDS = {f.name: f for f in dataclasses.fields(ProtocolSettings)}
 
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 _GROUP_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_POLICY_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
 
 
-class _TopologyChecker(FieldChecker):
+class _TopologyChecker(PolicyChecker):
     """Turns the plain YAML value into a ``Topology``; every complaint gets its line."""
 
     def config_error(self, exc: ConfigError) -> NoReturn:
@@ -271,16 +288,21 @@ class _TopologyChecker(FieldChecker):
         top = self.mapping(value, "", _TOP_KEYS, required=("content", "groups"))
         name = self.text(top.get("name", default_name), "name", _NAME,
                          "use letters, digits, '_', '-' and '.'")
-        seed = self.integer(top.get("seed", 0), "seed", 0)
+        seed = self.integer(top.get("seed", 0), "seed", 0, MAX_SEED)
         content = self.content(top["content"])
         tracker = self.mapping(_or_empty(top.get("tracker")), "tracker", _TRACKER_KEYS)
         announce_interval = self.duration(
             tracker.get("announce_interval", DEFAULT_ANNOUNCE_INTERVAL),
             "tracker.announce_interval", positive=True)
+        self.within(announce_interval, "tracker.announce_interval", PROTOCOL_BOUNDS[
+            "announce_interval"], "s")
         url = self.tracker_url(tracker.get("url"))
         protocol = self.global_protocol(_or_empty(top.get("protocol")), tracker)
-        groups = self.groups(top["groups"], protocol)
+        max_peers = self.integer(top.get("max_peers", DEFAULT_MAX_PEERS), "max_peers", 2,
+                                 MAX_PEERS_CEILING)
+        groups = self.groups(top["groups"], protocol, max_peers)
         end = self.end(top.get("end", {}))
+        self.arrivals_before(end.time_limit, groups)
         return Topology(
             name=name, file=self.file, text=text, seed=seed, **content, protocol=protocol,
             tracker_url=url, announce_interval=announce_interval, groups=groups, end=end,
@@ -295,9 +317,15 @@ class _TopologyChecker(FieldChecker):
             # BEP 3 allows any length, but every client uses powers of two, at least one block.
             self.fail("content.piece_size", f"must be a power of two of at least 16KiB, "
                                             f"got {piece_size} bytes")
+        if size < 1:
+            self.fail("content.size", "must be at least 1 byte")
+        if -(-size // piece_size) > MAX_PIECES:
+            self.fail("content.size", f"makes {-(-size // piece_size):,} pieces of "
+                                      f"{piece_size} bytes, more than {MAX_PIECES:,}: "
+                                      "use a larger piece_size or less content")
         content_seed = None
         if content.get("seed") is not None:
-            content_seed = self.integer(content["seed"], "content.seed", 0)
+            content_seed = self.integer(content["seed"], "content.seed", 0, MAX_SEED)
         content_name = self.text(content.get("name", "content.bin"), "content.name", _NAME,
                                  "a file name: letters, digits, '_', '-' and '.'")
         return {"content_size": size, "piece_size": piece_size, "content_seed": content_seed,
@@ -351,69 +379,36 @@ class _TopologyChecker(FieldChecker):
             settings.validate(where=path)
         except ConfigError as exc:
             self.config_error(exc)
+        for key, value in changes.items():
+            if key in PROTOCOL_BOUNDS and value is not None:
+                unit = "s" if isinstance(value, float) else ""
+                self.within(value, f"{path}.{key}", PROTOCOL_BOUNDS[key], unit)
         return settings
 
-    def policy(self, value: Any, path: str, builtins: tuple[str, ...], what: str) -> PolicySpec:
-        """A policy by name, ``module:Class``, or ``{name: ..., params: {...}}``."""
-        params: dict[str, Any] = {}
-        name_path = path
-        if isinstance(value, dict):
-            self.mapping(value, path, _POLICY_KEYS, required=("name",))
-            name_path, name = f"{path}.name", value["name"]
-            raw_params = value.get("params") or {}
-            if not isinstance(raw_params, dict):
-                self.fail(f"{path}.params", f"must be a mapping of parameter names to values, "
-                                            f"got {describe(raw_params)}")
-            self._plain(raw_params, f"{path}.params")
-            params = dict(raw_params)
-        else:
-            name = value
-        if not isinstance(name, str):
-            self.fail(name_path, f"must be a {what} name, got {describe(name)}")
-        if name not in builtins and not _POLICY_PATH.match(name):
-            self.fail(name_path, f"unknown {what} '{name}'{did_you_mean(name, builtins)}; "
-                                 f"built-in {what}s: {', '.join(builtins)}, or your own as "
-                                 "'module:Class'")
-        spec = PolicySpec(name=name, params=params)
-        self._build(spec, name_path, f"{path}.params" if params else name_path, what)
-        return spec
+    def within(self, value: float, path: str, bounds: tuple[float, float], unit: str) -> None:
+        """Refuse ``value`` outside ``bounds`` (testbed.limits: sane timers and counts)."""
+        low, high = bounds
+        if not low <= value <= high:
+            self.fail(path, f"must be between {low:g} and {high:g}{' ' + unit if unit else ''}"
+                            f", got {value:g}")
 
-    def _build(self, spec: PolicySpec, path: str, params_path: str, what: str) -> None:
-        """Import and instantiate the policy as a peer will (its params and a seed), so that a
-        missing module or class, a class without the method, or a parameter the constructor
-        refuses stops the run before anything starts, naming the group's key."""
-        registry = CHOKERS if what == "choker" else PICKERS
-        try:
-            build_policy(spec, registry, what, 0)
-        except PolicyParamsError as exc:
-            self.fail(params_path, exc.detail)
-        except ConfigError as exc:
-            self.fail(path, exc.detail)
-        except Exception as exc:  # a researcher's constructor may raise anything
-            self.fail(params_path, f"{what} {spec.name!r} could not be built with params "
-                                   f"{spec.params}: {type(exc).__name__}: {exc}")
-
-    def _plain(self, value: Any, path: str) -> None:
-        """Policy parameters end up in JSON config files: only JSON's types are allowed."""
-        if isinstance(value, dict):
-            for key, item in value.items():
-                self._plain(item, f"{path}.{key}")
-        elif isinstance(value, list):
-            for i, item in enumerate(value):
-                self._plain(item, f"{path}[{i}]")
-        elif not (value is None or isinstance(value, str | bool | int)
-                  or (isinstance(value, float) and math.isfinite(value))):
-            self.fail(path, f"must be text, a number, true/false, null, a list or a mapping; "
-                            f"got {describe(value)}")
-
-    def groups(self, value: Any, protocol: ProtocolSettings) -> tuple[GroupSpec, ...]:
+    def groups(self, value: Any, protocol: ProtocolSettings,
+               max_peers: int) -> tuple[GroupSpec, ...]:
         if not isinstance(value, list) or not value:
             self.fail("groups", f"must be a list of peer groups (at least one), "
                                 f"got {describe(value)}")
         result: list[GroupSpec] = []
         first_line: dict[str, int] = {}
+        total = 0
         for i, raw in enumerate(value):
             result.append(self.group(raw, f"groups[{i}]", protocol, first_line))
+            total += result[-1].count
+            if total > max_peers:
+                self.fail(f"groups[{i}].count",
+                          f"brings the run to {total:,} peers, more than max_peers "
+                          f"({max_peers:,}; a 2-core host runs about 100 unsaturated): lower "
+                          f"the counts, or raise the top-level max_peers (at most "
+                          f"{MAX_PEERS_CEILING:,})")
         if not any(g.role == "seed" for g in result):
             self.fail("groups", "no seed: at least one group needs 'role: seed', or nobody has "
                                 "the content to start with", key=True)
@@ -527,6 +522,20 @@ class _TopologyChecker(FieldChecker):
 
         return self.one_form(value, path, {"uniform": uniform, "poisson": poisson, "at": at},
                              _ARRIVAL_FORMS)
+
+    def arrivals_before(self, time_limit: float | None, groups: tuple[GroupSpec, ...]) -> None:
+        """Refuse an arrival at or after the time limit: that peer would never start."""
+        if time_limit is None:
+            return
+        for group in groups:
+            arrival, path = group.arrival, f"{group.key}.arrival"
+            # A Poisson process has no last arrival: only its start is checked.
+            last = {"list": max(arrival.times, default=0.0),
+                    "uniform": arrival.end or 0.0}.get(arrival.kind, arrival.start)
+            if last >= time_limit:
+                self.fail(path, f"a peer would arrive at {last:g} s, not before the time limit "
+                                f"(end.time_limit: {time_limit:g} s), and never start; arrive "
+                                "earlier or raise the time limit")
 
     def departure(self, value: Any, path: str, role: str) -> Departure:
         if isinstance(value, str):

@@ -21,6 +21,7 @@ import yaml
 from peer.config import RateLimit
 from peer.errors import ConfigError, TestbedError
 from peer.units import parse_rate, parse_size
+from testbed.limits import MAX_FILE_BYTES, MAX_NESTING, MAX_SECONDS, MAX_VALUES
 
 __all__ = [
     "FieldChecker",
@@ -61,16 +62,23 @@ class InputFileError(TestbedError, ValueError):
 
 def read_text_file(path: str | Path, what: str, error: type[InputFileError]) -> str:
     """The text of an input file, or ``error`` naming the file and what is wrong with it;
-    ``what`` is what the file should be (``a topology file``)."""
+    ``what`` is what the file should be (``a topology file``). Files over ``MAX_FILE_BYTES``
+    are refused unread (reading stops there, so ``/dev/zero`` is refused too)."""
     file = str(path)
     try:
-        return Path(path).read_text(encoding="utf-8")
+        with open(path, "rb") as f:
+            data = f.read(MAX_FILE_BYTES + 1)
     except FileNotFoundError:
         raise error("no such file", file=file) from None
     except IsADirectoryError:
         raise error(f"is a directory, not {what}", file=file) from None
     except OSError as exc:
         raise error(f"cannot read: {exc.strerror}", file=file) from None
+    if len(data) > MAX_FILE_BYTES:
+        raise error(f"larger than {MAX_FILE_BYTES // 1024} KiB: too large for {what}",
+                    file=file)
+    try:
+        return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise error(f"not UTF-8 text (byte {exc.start})", file=file) from None
 
@@ -96,17 +104,55 @@ class YamlDocument:
 
 def read_yaml(text: str, file: str, *, error: type[InputFileError], empty: str) -> YamlDocument:
     """Plain Python from YAML text, with lines; ``error`` for what cannot be read, with the
-    message ``empty`` for a document with nothing in it."""
+    message ``empty`` for a document with nothing in it. Bounded (testbed.limits): at most
+    ``MAX_FILE_BYTES`` of text, ``MAX_NESTING`` levels, ``MAX_VALUES`` values with aliases
+    expanded."""
+    if len(text) > MAX_FILE_BYTES:
+        raise error(f"larger than {MAX_FILE_BYTES // 1024} KiB: too large to read", file=file)
+    loader = _BoundedLoader(text)
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = loader.get_single_node()
+    except _TooDeep as exc:
+        raise error(f"nested more than {MAX_NESTING} levels deep (mappings and lists)",
+                    file=file, line=_mark_line(exc.mark)) from None
     except yaml.MarkedYAMLError as exc:
         raise error(f"YAML syntax: {_syntax_problem(exc)}", file=file,
                     line=_mark_line(exc.problem_mark or exc.context_mark)) from None
     except yaml.YAMLError as exc:
         raise error(f"YAML: {exc}", file=file) from None
+    finally:
+        loader.dispose()
     if root is None:
         raise error(empty, file=file, line=1)
-    return _Converter(file, error).document(root)
+    return _Converter(file, error, aliases=loader.aliases).document(root)
+
+
+class _TooDeep(Exception):
+    def __init__(self, mark: yaml.Mark | None) -> None:
+        super().__init__("too deep")
+        self.mark = mark
+
+
+class _BoundedLoader(yaml.SafeLoader):  # type: ignore[misc]  # yaml has no types
+    """PyYAML's composer recurses once per nesting level: 10,000 brackets exhaust Python's
+    stack. This one stops at ``MAX_NESTING`` and counts aliases (for the messages)."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.depth = 0
+        self.aliases = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        if self.check_event(yaml.AliasEvent):
+            self.aliases += 1
+        self.depth += 1
+        try:
+            if self.depth > MAX_NESTING:
+                raise _TooDeep(self.peek_event().start_mark)
+            node: yaml.Node = super().compose_node(parent, index)
+            return node
+        finally:
+            self.depth -= 1
 
 
 def _mark_line(mark: yaml.Mark | None) -> int | None:
@@ -124,11 +170,16 @@ def _syntax_problem(exc: yaml.MarkedYAMLError) -> str:
 
 
 class _Converter:
-    """Walks a composed node tree into plain Python, recording the lines."""
+    """Walks a composed node tree into plain Python, recording the lines. Aliases make the
+    tree a graph whose expansion can be exponential in its size: the walk counts every value
+    it produces and its depth, and stops at the limits."""
 
-    def __init__(self, file: str, error: type[InputFileError]) -> None:
+    def __init__(self, file: str, error: type[InputFileError], *, aliases: int = 0) -> None:
         self.file = file
         self.error = error
+        self.aliases = aliases
+        self.values = 0
+        self.depth = 0
         self.lines: dict[str, int] = {}
         self.key_lines: dict[str, int] = {}
         self.scalars = yaml.SafeLoader("")  # only its scalar constructors are used
@@ -141,22 +192,42 @@ class _Converter:
                          line=node.start_mark.line + 1)
 
     def convert(self, node: yaml.Node, path: str) -> Any:
+        self.values += 1
+        if self.values > MAX_VALUES:
+            expanded = " once its aliases (*name) are expanded" if self.aliases else ""
+            self.fail(path, node, f"the document holds more than {MAX_VALUES:,} values"
+                                  f"{expanded}; no input file needs that many")
+        if self.depth >= MAX_NESTING:
+            self.fail(path, node, f"nested more than {MAX_NESTING} levels deep "
+                                  "(with aliases expanded)")
         self.lines[path] = node.start_mark.line + 1
         if isinstance(node, yaml.MappingNode):
-            return self.mapping(node, path)
+            return self.nested(self.mapping, node, path)
         if isinstance(node, yaml.SequenceNode):
             if node.tag != _SEQ_TAG:
                 self.fail(path, node, f"unsupported YAML tag {node.tag}")
-            items = []
-            for i, item in enumerate(node.value):
-                child = f"{path}[{i}]"
-                self.key_lines[child] = item.start_mark.line + 1
-                items.append(self.convert(item, child))
-            return items
+            return self.nested(self.sequence, node, path)
         try:
             return self.scalars.construct_object(node, deep=True)
         except yaml.YAMLError as exc:
             self.fail(path, node, f"cannot read value: {getattr(exc, 'problem', exc)}")
+        except ValueError as exc:  # e.g. an integer of more digits than Python converts
+            self.fail(path, node, f"cannot read value: {exc}")
+
+    def nested(self, convert: Callable[[Any, str], T], node: yaml.Node, path: str) -> T:
+        self.depth += 1
+        try:
+            return convert(node, path)
+        finally:
+            self.depth -= 1
+
+    def sequence(self, node: yaml.SequenceNode, path: str) -> list[Any]:
+        items = []
+        for i, item in enumerate(node.value):
+            child = f"{path}[{i}]"
+            self.key_lines[child] = item.start_mark.line + 1
+            items.append(self.convert(item, child))
+        return items
 
     def mapping(self, node: yaml.MappingNode, path: str) -> dict[str, Any]:
         if node.tag != _MAP_TAG:
@@ -294,11 +365,13 @@ class FieldChecker:
 
     # -- scalars --------------------------------------------------------------------------
 
-    def integer(self, value: Any, path: str, minimum: int) -> int:
+    def integer(self, value: Any, path: str, minimum: int, maximum: int | None = None) -> int:
         if not isinstance(value, int) or isinstance(value, bool):
             self.fail(path, f"must be a whole number, got {describe(value)}")
         if value < minimum:
             self.fail(path, f"must be at least {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            self.fail(path, f"must be at most {maximum}, got {value}")
         return value
 
     def boolean(self, value: Any, path: str) -> bool:
@@ -331,6 +404,8 @@ class FieldChecker:
             self.fail(path, f"must not be negative, got {describe(value)}")
         if check_sign and positive and seconds == 0:
             self.fail(path, "must be more than 0 seconds")
+        if abs(seconds) > MAX_SECONDS:
+            self.fail(path, f"must be at most a week ({MAX_SECONDS:g} s), got {describe(value)}")
         return seconds
 
     def size(self, value: Any, path: str) -> int:
