@@ -2,20 +2,28 @@
 
 The orchestrator runs ``python -m peer --config peers/<name>.json``; for hand use, flags build
 the same config (``python -m peer --torrent x.torrent --role leecher --log me.jsonl``).
-Exit status: 0 after a clean stop (SIGTERM, or leaving after completion), 2 on bad input.
+Exit status: 0 after a clean stop (SIGTERM, or leaving after completion), 2 on bad input, 74
+when the event log could not be written (a full disk: the peer stops in order and its log ends
+at its last complete line).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import signal
 import sys
+from typing import TYPE_CHECKING
 
 from peer.config import STOP_SIGNALS, PeerConfig, PolicySpec, ProtocolSettings, RateLimit
 from peer.errors import TestbedError
+from peer.eventlog import EXIT_WRITE_FAILED, LogWriteError
 from peer.units import parse_rate
+
+if TYPE_CHECKING:
+    from peer.node import Node
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -94,14 +102,30 @@ def _run_main(argv: list[str] | None) -> int:
     try:
         config = config_from_args(args)
         # Imported here so that --help and config errors stay instant.
-        import trio
-
         from peer.node import Node
 
         node = Node(config)
     except TestbedError as exc:
         print(f"peer: {exc}", file=sys.stderr)
         return 2
+    failure: BaseException | None = None
+    try:
+        _run_node(node, config.name)
+    except* LogWriteError as group:
+        failure = group
+        while isinstance(failure, BaseExceptionGroup):
+            failure = failure.exceptions[0]
+    if failure is not None:
+        # The log ends at its last complete line; stderr may be on the same full disk.
+        with contextlib.suppress(OSError):
+            print(f"peer: stopped: {failure}", file=sys.stderr)
+        return EXIT_WRITE_FAILED
+    return 0
+
+
+def _run_node(node: Node, name: str) -> None:
+    import trio
+
     profile_dir = os.environ.get("BT_TESTBED_PROFILE")
     if profile_dir:
         # Developer aid: a cProfile dump per peer, to see where a swarm's CPU goes.
@@ -114,10 +138,9 @@ def _run_main(argv: list[str] | None) -> int:
             trio.run(node.run)
         finally:
             profiler.disable()
-        profiler.dump_stats(os.path.join(profile_dir, f"{config.name}.prof"))
+        profiler.dump_stats(os.path.join(profile_dir, f"{name}.prof"))
     else:
         trio.run(node.run)
-    return 0
 
 
 if __name__ == "__main__":

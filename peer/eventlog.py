@@ -8,12 +8,65 @@ drive it by hand.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import time
 from pathlib import Path
 from typing import IO, Any
 
 SCHEMA_VERSION = 1
+EXIT_WRITE_FAILED = 74
+"""Exit status of a process that stopped because it could not write its log (sysexits'
+EX_IOERR): the orchestrator reads it as "this process's files could not be written"."""
+
+
+class LogWriteError(Exception):
+    """A log could not be written (disk full, I/O error). Not an OSError on purpose: code that
+    treats OSError as a network failure (a connection closing) must not swallow it."""
+
+    def __init__(self, path: str, error: OSError) -> None:
+        self.path = path
+        self.errno = error.errno
+        self.strerror = error.strerror or str(error)
+        super().__init__(f"cannot write {path}: {self.strerror}; the log was cut back to its "
+                         "last complete line")
+
+
+class LineFile:
+    """Appends whole lines to a file and never leaves a partial one.
+
+    Each ``write`` goes straight to the file (no user-space buffer that could be flushed half
+    later); when it fails (disk full, a short write before the error) the file is truncated back
+    to the end of the last complete write, which needs no free space, and the error is raised.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        self._fd: int | None = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
+                                       0o644)
+        self._complete = os.fstat(self._fd).st_size
+        """File size at the end of the last complete write."""
+
+    def write(self, data: bytes) -> None:
+        """Append ``data`` (whole lines); on OSError the file is as it was before the call."""
+        if self._fd is None:
+            raise ValueError(f"{self.path} is closed")
+        view = memoryview(data)
+        try:
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, self._complete)
+            raise
+        self._complete += len(data)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)
 
 
 class RunClock:
@@ -32,20 +85,24 @@ class EventLog:
     Buffering matters: a busy peer logs hundreds of events a second, and a write system call
     for each would cost more CPU than the events themselves. The owner calls ``flush()`` from a
     periodic task, which bounds what a SIGKILL can lose.
+
+    A write that fails (a full disk) leaves the file ending at its last complete line and
+    raises ``LogWriteError``; from then on the log is dead: every later ``flush`` raises it
+    again (so a caller that swallowed the first one still stops) and ``close`` closes quietly.
     """
 
     def __init__(self, path: str | Path | None, clock: RunClock,
                  stream: IO[str] | None = None) -> None:
         self.clock = clock
         self._pending: list[str] = []
-        self._file: IO[str] | None
-        if stream is not None:
-            self._file = stream
-        elif path is not None:
-            self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
-        else:
-            self._file = None
-        self.records: list[dict[str, Any]] | None = [] if self._file is None else None
+        self._file: LineFile | None = None
+        self._stream: IO[str] | None = stream
+        self._name = str(path) if path is not None else "<stream>"
+        if stream is None and path is not None:
+            self._file = LineFile(path)
+        self.failed: LogWriteError | None = None
+        self.records: list[dict[str, Any]] | None = (
+            [] if self._file is None and self._stream is None else None)
         """When logging to nowhere (tests), events are kept here instead."""
 
     def emit(self, ev: str, **fields: Any) -> None:
@@ -56,17 +113,38 @@ class EventLog:
         self._pending.append(json.dumps(record, separators=(",", ":")))
 
     def flush(self) -> None:
-        if self._file is None or not self._pending:
+        """Write the pending lines; raises ``LogWriteError`` if they (or an earlier flush)
+        could not be written."""
+        if self.failed is not None:
+            self._pending.clear()
+            raise self.failed
+        if not self._pending:
             return
-        self._file.write("\n".join(self._pending) + "\n")
+        text = "\n".join(self._pending) + "\n"
         self._pending.clear()
-        self._file.flush()
+        try:
+            if self._file is not None:
+                self._file.write(text.encode("utf-8"))
+            elif self._stream is not None:
+                self._stream.write(text)
+                self._stream.flush()
+        except OSError as exc:
+            self.failed = LogWriteError(self._name, exc)
+            raise self.failed from None
 
     def close(self) -> None:
-        self.flush()
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        """Flush and close; raises ``LogWriteError`` only if this last flush is the first to
+        fail."""
+        try:
+            if self.failed is None:
+                self.flush()
+        finally:
+            if self._file is not None:
+                self._file.close()
+                self._file = None
+            if self._stream is not None:
+                self._stream.close()
+                self._stream = None
 
 
 def peer_id_text(peer_id: bytes) -> str:

@@ -1,0 +1,116 @@
+"""Write errors (a full disk) in the logs: nothing ends mid-line, and the writer says so.
+
+Unit tests inject the failure (a file descriptor whose writes fail with ENOSPC after a budget);
+the end-to-end test on a real small filesystem lives in test_disk_full_run.py (root only).
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from peer.eventlog import EventLog, LineFile, LogWriteError, RunClock
+
+
+class DiskBudget:
+    """Patches ``os.write`` so that writes to files under ``root`` fail with ENOSPC once
+    ``budget`` bytes were written (the last write that fits only partly is a short write, as
+    the kernel does when a filesystem fills)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, root: Path, budget: int) -> None:
+        self.root = str(root)
+        self.left = budget
+        self._write = os.write
+        monkeypatch.setattr(os, "write", self.write)
+
+    def write(self, fd: int, data: bytes | memoryview) -> int:
+        try:
+            path = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            path = ""
+        if not path.startswith(self.root):
+            return self._write(fd, data)
+        if self.left <= 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        written = self._write(fd, bytes(data[: self.left]))
+        self.left -= written
+        return written
+
+
+def test_line_file_cuts_a_failed_write_back_to_the_last_complete_line(tmp_path, monkeypatch):
+    path = tmp_path / "x.jsonl"
+    lines = LineFile(path)
+    lines.write(b'{"a":1}\n')
+    DiskBudget(monkeypatch, tmp_path, budget=5)
+    with pytest.raises(OSError) as caught:
+        lines.write(b'{"b":2}\n{"c":3}\n')
+    assert caught.value.errno == errno.ENOSPC
+    lines.close()
+    assert path.read_bytes() == b'{"a":1}\n'
+
+
+def test_event_log_on_a_full_disk_keeps_whole_lines_and_stays_failed(tmp_path, monkeypatch):
+    path = tmp_path / "peer.jsonl"
+    log = EventLog(path, RunClock(0.0))
+    log.emit("start", name="p")
+    log.flush()
+    DiskBudget(monkeypatch, tmp_path, budget=30)
+    for i in range(20):
+        log.emit("piece", index=i, ok=True)
+    with pytest.raises(LogWriteError) as caught:
+        log.flush()
+    assert caught.value.errno == errno.ENOSPC
+    assert "peer.jsonl" in str(caught.value) and "No space left" in str(caught.value)
+    log.emit("stop", reason="signal")
+    with pytest.raises(LogWriteError):  # a swallowed first error is raised again
+        log.flush()
+    log.close()  # quiet: the error was reported
+    text = path.read_text()
+    assert text.endswith("\n")
+    assert [json.loads(line)["ev"] for line in text.splitlines()] == ["start"]
+
+
+def test_event_log_first_failure_at_close_is_raised(tmp_path, monkeypatch):
+    log = EventLog(tmp_path / "t.jsonl", RunClock(0.0))
+    log.emit("start")
+    DiskBudget(monkeypatch, tmp_path, budget=0)
+    with pytest.raises(LogWriteError):
+        log.close()
+    assert (tmp_path / "t.jsonl").read_text() == ""
+
+
+def test_event_log_to_a_stream_reports_a_failing_stream():
+    class Full(io.StringIO):
+        def write(self, s: str) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    log = EventLog(None, RunClock(0.0), stream=Full())
+    log.emit("x")
+    with pytest.raises(LogWriteError):
+        log.flush()
+
+
+@pytest.mark.integration
+def test_a_peer_whose_log_cannot_be_written_stops_with_one_line_and_exit_74(tmp_path):
+    """/dev/full fails every write with ENOSPC, as a full filesystem does."""
+    import subprocess
+    import sys
+
+    from peer.eventlog import EXIT_WRITE_FAILED
+    from peer.metainfo import make_synthetic_torrent
+
+    _, torrent, _ = make_synthetic_torrent(tmp_path, size=64 * 1024, seed=1,
+                                           piece_length=16 * 1024,
+                                           announce="http://127.0.0.1:9/announce")
+    result = subprocess.run(
+        [sys.executable, "-m", "peer", "--torrent", str(torrent), "--log", "/dev/full"],
+        capture_output=True, text=True, timeout=30, check=False)
+    assert result.returncode == EXIT_WRITE_FAILED
+    assert result.stderr.splitlines() == [
+        "peer: stopped: cannot write /dev/full: No space left on device; the log was cut back "
+        "to its last complete line"]
