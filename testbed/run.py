@@ -32,6 +32,7 @@ from testbed.external import ExternalPeerPlan, missing_programs
 from testbed.launch import ForkServerLauncher, Launcher, LaunchError, LocalLauncher, ProcessHandle
 from testbed.peer_watch import LogTail, PeerState
 from testbed.progress import Mode, Progress, ProgressState, choose_mode
+from testbed.provenance import record_policy_sources
 from testbed.resources import ResourceSampler, summarize_cpu
 from testbed.rundir import RunDir, collect_meta, create_run_dir, utc_now_iso, write_json_atomic
 from testbed.summary import rounded_or_none, time_stats, topology_bounds
@@ -556,6 +557,7 @@ def execute_run(experiment: Experiment, topology_text: str, options: RunOptions,
     started_at = utc_now_iso()
     meta = collect_meta(command=list(options.command), seed=experiment.seed,
                         started_at=started_at, run_start_monotonic=None)
+    meta["policies"] = record_policy_sources(run.root, experiment)  # before any peer loads one
     write_json_atomic(run.meta, meta)
     orchestrator = Orchestrator(experiment, run, options, commands or Commands(), meta)
     try:
