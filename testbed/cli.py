@@ -43,7 +43,8 @@ def _seed(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"seed {text!r} is not a whole number") from None
+        shown = repr(text) if len(text) <= 40 else f"'{text[:20]}...' ({len(text)} characters)"
+        raise argparse.ArgumentTypeError(f"seed {shown} is not a whole number") from None
     problem = seed_problem(value)
     if problem is not None:
         raise argparse.ArgumentTypeError(f"seed {problem}")

@@ -19,6 +19,7 @@ __all__ = [
     "MAX_SEED",
     "MAX_VALUES",
     "PROTOCOL_BOUNDS",
+    "TIMER_BOUNDS",
     "seed_problem",
 ]
 
@@ -55,23 +56,22 @@ MAX_PIECES = 1 << 20
 """Pieces of the content: the .torrent holds 20 bytes of hash per piece (20 MiB here) and every
 bitfield one bit per piece."""
 
+TIMER_BOUNDS = (0.1, MAX_SECONDS)
+"""Every period and timeout in seconds (every float ``protocol`` setting, including ones added
+later): a rechoke every nanosecond kept a peer at 85 % of a core; 0.1 s still allows Legout et
+al.'s timers scaled down 100-fold."""
+
 PROTOCOL_BOUNDS: dict[str, tuple[float, float]] = {
-    # Every period and timeout at least 0.1 s: a rechoke every nanosecond kept a peer at 85 % of
-    # a core; 0.1 s still allows Legout et al.'s timers scaled down 100-fold.
-    "rechoke_period": (0.1, MAX_SECONDS),
-    "optimistic_period": (0.1, MAX_SECONDS),
-    "rate_window": (0.1, MAX_SECONDS),
-    "snub_time": (0.1, MAX_SECONDS),
-    "stall_timeout": (0.1, MAX_SECONDS),
-    "announce_interval": (0.1, MAX_SECONDS),
     # Counts: past these they no longer change behaviour, only memory and message volume.
     "regular_slots": (1, 1000),
     "optimistic_slots": (0, 1000),
     "pipeline_depth": (1, 250),  # the node raises pipelines to at most 250 requests itself
     "max_neighbours": (1, 1000),
     "numwant": (1, 1000),
+    "wanted_neighbours": (0, 1000),
 }
-"""[lowest, highest] for each numeric ``protocol`` setting, checked after its own validation."""
+"""[lowest, highest] for each whole-number ``protocol`` setting, checked after its own
+validation; the settings in seconds are held to ``TIMER_BOUNDS``."""
 
 
 def seed_problem(value: int) -> str | None:

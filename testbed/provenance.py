@@ -126,14 +126,17 @@ def _display_name(entry: dict[str, Any]) -> str:
 def different_policy_sources(baseline: Iterable[Path], candidate: Iterable[Path]) -> list[str]:
     """Lines saying which non-built-in policies differ in source between the run directories
     of two results sets (or within one), for ``testbed compare``'s warnings."""
-    sides, notes = {}, []
+    sides, unrecorded = {}, {}
     for label, run_dirs in (("baseline", baseline), ("candidate", candidate)):
-        sides[label], unrecorded = _union(run_dirs)
-        if unrecorded:
-            notes.append(f"{unrecorded} of the {label}'s runs do not record their policy "
-                         "sources (meta.json without 'policies': run by an older testbed)")
-    if notes:
-        return notes
+        sides[label], unrecorded[label] = _union(run_dirs)
+    if any(unrecorded.values()):
+        # Runs from before provenance: nothing to compare, which matters only if the other
+        # side used a policy of its own.
+        return [f"{count} of the {label}'s runs do not record their policy sources (run by an "
+                "older testbed): cannot tell whether the policies' code changed"
+                for label, count in unrecorded.items()
+                if count and any(seen for other, seen in sides.items() if other != label)]
+    notes = []
     for label, seen in sides.items():
         for policy, hashes in sorted(seen.items()):
             if len(hashes) > 1:

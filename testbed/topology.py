@@ -38,6 +38,7 @@ from testbed.limits import (
     MAX_PIECES,
     MAX_SEED,
     PROTOCOL_BOUNDS,
+    TIMER_BOUNDS,
     seed_problem,
 )
 from testbed.topology_policy import (
@@ -294,8 +295,7 @@ class _TopologyChecker(PolicyChecker):
         announce_interval = self.duration(
             tracker.get("announce_interval", DEFAULT_ANNOUNCE_INTERVAL),
             "tracker.announce_interval", positive=True)
-        self.within(announce_interval, "tracker.announce_interval", PROTOCOL_BOUNDS[
-            "announce_interval"], "s")
+        self.within(announce_interval, "tracker.announce_interval", TIMER_BOUNDS, "s")
         url = self.tracker_url(tracker.get("url"))
         protocol = self.global_protocol(_or_empty(top.get("protocol")), tracker)
         max_peers = self.integer(top.get("max_peers", DEFAULT_MAX_PEERS), "max_peers", 2,
@@ -380,9 +380,10 @@ class _TopologyChecker(PolicyChecker):
         except ConfigError as exc:
             self.config_error(exc)
         for key, value in changes.items():
-            if key in PROTOCOL_BOUNDS and value is not None:
-                unit = "s" if isinstance(value, float) else ""
-                self.within(value, f"{path}.{key}", PROTOCOL_BOUNDS[key], unit)
+            if isinstance(value, float):
+                self.within(value, f"{path}.{key}", TIMER_BOUNDS, "s")
+            elif key in PROTOCOL_BOUNDS and value is not None:
+                self.within(value, f"{path}.{key}", PROTOCOL_BOUNDS[key], "")
         return settings
 
     def within(self, value: float, path: str, bounds: tuple[float, float], unit: str) -> None:

@@ -74,6 +74,16 @@ class ResultsSet:
     def saturated(self) -> int:
         return sum(rep.saturated for rep in self.repetitions)
 
+    @property
+    def run_dirs(self) -> list[Path]:
+        """Every repetition's run directory."""
+        dirs = []
+        for rep in self.repetitions:
+            run_dir = Path(rep.run_dir)
+            lone = run_dir == self.path or run_dir.is_absolute()
+            dirs.append(run_dir if lone else self.path / run_dir)
+        return dirs
+
 
 def _rep_from_json(data: Any, where: str, i: int) -> Repetition:
     if not isinstance(data, dict) or not isinstance(data.get("metrics"), dict):

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from testbed.provenance import different_policy_sources
 from testbed.regress.expectations import Bound, Expectations
 from testbed.regress.metrics import Direction, RegressError, Tolerance, metric_of
 from testbed.regress.results import ResultsSet, load_results
@@ -148,7 +149,8 @@ def compare(base: ResultsSet, cand: ResultsSet, *, alpha: float = DEFAULT_ALPHA,
         rows.append(compare_metric(name, base.values(name), cand.values(name),
                                    direction=metric.direction, tolerance=tol, alpha=alpha))
     warnings = [*_power_warning(base, cand, alpha), *_saturation_warnings("baseline", base),
-                *_saturation_warnings("candidate", cand)]
+                *_saturation_warnings("candidate", cand),
+                *different_policy_sources(base.run_dirs, cand.run_dirs)]
     return Comparison(command, str(base.path), str(cand.path), alpha, tuple(rows),
                       tuple(warnings))
 
