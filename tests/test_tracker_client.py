@@ -92,7 +92,7 @@ async def test_an_announce_over_loopback_and_one_to_nobody():
         response, record = await announce(url, request(event="started", port=7000))
         assert response is not None and response.peers == []
         assert record == {"event": "started", "ok": True, "peers": 0, "interval": 30,
-                          "min_interval": None, "complete": 0, "incomplete": 1, "error": None}
+                          "min_interval": 15, "complete": 0, "incomplete": 1, "error": None}
         nursery.cancel_scope.cancel()
     listener = trio.socket.socket()
     await listener.bind(("127.0.0.1", 0))

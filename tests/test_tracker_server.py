@@ -96,7 +96,7 @@ async def test_announce_and_scrape_over_loopback(nursery):
     status, _, body = parse_response(reply)
     assert status == 200
     assert bencode.decode(body) == {b"complete": 0, b"incomplete": 1, b"interval": 30,
-                                    b"peers": b""}
+                                    b"min interval": 15, b"peers": b""}
 
     status, _, body = parse_response(await exchange(port, get(announce_target(2, compact="0"))))
     assert status == 200

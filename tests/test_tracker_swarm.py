@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from tracker.swarm import Announce, AnnounceRefused, Swarm
+from tracker.swarm import CLIENT_MAX_REANNOUNCE, Announce, AnnounceRefused, Swarm
 
 H1 = b"\x01" * 20
 H2 = b"\x02" * 20
@@ -140,8 +140,8 @@ def test_completed_counts_once_and_moves_peer_to_seeds():
     assert (stats.complete, stats.incomplete, stats.downloaded) == (1, 0, 1)
 
 
-def test_expiry_after_two_intervals_plus_grace():
-    swarm = make(interval=30, grace=10.0)
+def test_expiry_after_a_set_peer_timeout():
+    swarm = make(interval=30, peer_timeout=70.0)
     assert swarm.expiry == 70.0
     swarm.announce(ann(1), ip="127.0.0.1", now=0.0)
     swarm.announce(ann(2), ip="127.0.0.1", now=50.0)
@@ -155,12 +155,44 @@ def test_expiry_after_two_intervals_plus_grace():
     assert (result.complete, result.incomplete) == (0, 1)
 
 
+@pytest.mark.parametrize(("interval", "grace", "expiry"), [
+    (30, 10.0, CLIENT_MAX_REANNOUNCE + 10.0),  # libtorrent announces every 300 s at the most
+    (1800, 10.0, 3610.0),                      # two intervals when those are longer
+])
+def test_default_expiry_outlasts_the_slowest_client(interval, grace, expiry):
+    assert make(interval=interval, grace=grace).expiry == expiry
+
+
+def test_a_libtorrent_seed_announcing_every_300_s_is_never_forgotten():
+    swarm = make(interval=30)
+    for t in range(0, 3001, CLIENT_MAX_REANNOUNCE):
+        swarm.announce(ann(1, left=0), ip="127.0.0.1", now=float(t))
+        assert swarm.expire(t + CLIENT_MAX_REANNOUNCE - 0.5) == 0
+    # A leecher arriving 75 s after the seed's announce still finds it (issue 17, item 3).
+    assert swarm.announce(ann(2), ip="127.0.0.1", now=3075.0).peers[0].peer_id == pid(1)
+
+
 def test_reannounce_refreshes_last_seen():
-    swarm = make(interval=10, grace=0.0)
+    swarm = make(interval=10, peer_timeout=20.0)
     swarm.announce(ann(1), ip="127.0.0.1", now=0)
     swarm.announce(ann(1), ip="127.0.0.1", now=15)
-    assert swarm.expire(30) == 0
+    assert swarm.expire(35) == 0
     assert swarm.expire(35.1) == 1
+
+
+def test_min_interval_is_half_the_interval_unless_set():
+    assert make(interval=30).announce(ann(1), ip="127.0.0.1", now=0).min_interval == 15
+    assert make(interval=1).announce(ann(1), ip="127.0.0.1", now=0).min_interval == 1
+    swarm = make(interval=30, min_interval=30)
+    assert swarm.announce(ann(1), ip="127.0.0.1", now=0).min_interval == 30
+    assert swarm.announce(ann(1, event="stopped"), ip="127.0.0.1", now=1).min_interval == 30
+
+
+@pytest.mark.parametrize("settings", [{"min_interval": 0}, {"min_interval": 31},
+                                      {"peer_timeout": 0.0}, {"peer_timeout": -5.0}])
+def test_bad_min_interval_or_peer_timeout_is_refused(settings):
+    with pytest.raises(ValueError):
+        make(interval=30, **settings)
 
 
 def test_unknown_info_hash_is_refused():

@@ -208,12 +208,16 @@ def encode_announce(result: AnnounceResult, *, compact: bool) -> bytes:
         peers = compact_peers(result.peers)
     else:
         peers = [{b"peer id": p.peer_id, b"ip": p.ip, b"port": p.port} for p in result.peers]
-    return bencode.encode({
+    response: dict[bytes, Any] = {
         b"interval": result.interval,
         b"complete": result.complete,
         b"incomplete": result.incomplete,
         b"peers": peers,
-    })
+    }
+    if result.min_interval is not None:
+        # Not in BEP 3 but sent by common trackers (opentracker, ...) and read by clients.
+        response[b"min interval"] = result.min_interval
+    return bencode.encode(response)
 
 
 def encode_scrape(stats: dict[bytes, ScrapeStats]) -> bytes:

@@ -29,6 +29,10 @@ DEFAULT_NUMWANT = 50  # BEP 3 leaves it to the tracker; 50 is what clients and t
 MAX_NUMWANT = 200
 DEFAULT_INTERVAL = 30
 DEFAULT_GRACE = 10.0
+CLIENT_MAX_REANNOUNCE = 300
+"""Seconds: the longest a well-behaved client waits between announces whatever the tracker
+says. libtorrent never re-announces sooner than its ``min_announce_interval``, 300 s by
+default, so a tracker that forgot peers sooner would lose libtorrent seeds between announces."""
 
 
 class AnnounceRefused(TestbedError):
@@ -87,6 +91,9 @@ class AnnounceResult:
     """Leechers."""
     interval: int
     """Seconds until the peer should announce again."""
+    min_interval: int | None = None
+    """Seconds a peer should wait at least before announcing again, even short of peers
+    (the response's ``min interval``; None: not sent)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -123,8 +130,10 @@ class Swarm:
     """The peers of every torrent the tracker serves.
 
     ``info_hashes`` lists the torrents served; ``None`` accepts any info_hash and starts a
-    swarm for it on its first announce. A peer not heard from for ``2 * interval + grace``
-    seconds has left without saying so and is dropped.
+    swarm for it on its first announce. A peer not heard from for ``peer_timeout`` seconds
+    has left without saying so and is dropped; by default that is two intervals or
+    ``CLIENT_MAX_REANNOUNCE``, whichever is longer, plus ``grace``. ``min_interval`` (default:
+    half the interval) is sent as the response's ``min interval``.
     """
 
     def __init__(
@@ -133,6 +142,8 @@ class Swarm:
         *,
         rng: random.Random,
         interval: int = DEFAULT_INTERVAL,
+        min_interval: int | None = None,
+        peer_timeout: float | None = None,
         grace: float = DEFAULT_GRACE,
         default_numwant: int = DEFAULT_NUMWANT,
         max_numwant: int = MAX_NUMWANT,
@@ -142,11 +153,22 @@ class Swarm:
             raise ValueError(f"interval must be a whole number of seconds >= 1, got {interval!r}")
         if grace < 0:
             raise ValueError(f"grace must be >= 0, got {grace!r}")
+        if min_interval is None:
+            min_interval = max(1, interval // 2)
+        if not isinstance(min_interval, int) or not 1 <= min_interval <= interval:
+            raise ValueError(f"min interval must be whole seconds in 1..interval ({interval}), "
+                             f"got {min_interval!r}")
+        if peer_timeout is not None and not peer_timeout > 0:
+            raise ValueError(f"peer timeout must be seconds > 0, got {peer_timeout!r}")
         if not 0 <= default_numwant <= max_numwant:
             raise ValueError("need 0 <= default_numwant <= max_numwant")
         self.rng = rng
         self.interval = interval
+        self.min_interval = min_interval
         self.grace = grace
+        self.expiry = (max(2 * interval, CLIENT_MAX_REANNOUNCE) + grace
+                       if peer_timeout is None else float(peer_timeout))
+        """Seconds of silence after which a peer is dropped."""
         self.default_numwant = default_numwant
         self.max_numwant = max_numwant
         self.accept_any = info_hashes is None
@@ -161,11 +183,6 @@ class Swarm:
         """The torrents served, or None when any info_hash is accepted."""
         return None if self.accept_any else list(self._torrents)
 
-    @property
-    def expiry(self) -> float:
-        """Seconds of silence after which a peer is dropped."""
-        return 2 * self.interval + self.grace
-
     def announce(self, request: Announce, *, ip: str, now: float) -> AnnounceResult:
         """Record one announce from ``ip`` (the connection's source address) at time ``now``.
 
@@ -177,15 +194,14 @@ class Swarm:
                 raise AnnounceRefused("unknown info_hash: this tracker does not serve that torrent")
             if request.event == "stopped":
                 # Nothing to forget; don't create a swarm just to say it is empty.
-                return AnnounceResult(peers=(), complete=0, incomplete=0, interval=self.interval)
+                return self._result((), 0, 0)
             torrent = self._torrents[request.info_hash] = _Torrent(peers={})
         self._expire_torrent(torrent, now)
 
         if request.event == "stopped":
             torrent.peers.pop(request.peer_id, None)
             complete, incomplete = _counts(torrent)
-            return AnnounceResult(peers=(), complete=complete, incomplete=incomplete,
-                                  interval=self.interval)
+            return self._result((), complete, incomplete)
 
         peer = torrent.peers.get(request.peer_id)
         if peer is None:
@@ -211,10 +227,14 @@ class Swarm:
         others = [p for pid, p in torrent.peers.items() if pid != request.peer_id]
         chosen = self.rng.sample(others, min(numwant, len(others)))
         complete, incomplete = _counts(torrent)
-        return AnnounceResult(
-            peers=tuple(PeerAddress(peer_id=p.peer_id, ip=p.ip, port=p.port) for p in chosen),
-            complete=complete, incomplete=incomplete, interval=self.interval,
-        )
+        return self._result(
+            tuple(PeerAddress(peer_id=p.peer_id, ip=p.ip, port=p.port) for p in chosen),
+            complete, incomplete)
+
+    def _result(self, peers: tuple[PeerAddress, ...], complete: int,
+                incomplete: int) -> AnnounceResult:
+        return AnnounceResult(peers=peers, complete=complete, incomplete=incomplete,
+                              interval=self.interval, min_interval=self.min_interval)
 
     def scrape(self, info_hashes: Iterable[bytes], *, now: float) -> dict[bytes, ScrapeStats]:
         """Statistics per torrent; an empty request means every torrent (BEP 48).
