@@ -79,7 +79,7 @@ class PolicyChecker(FieldChecker):
 
     def _policy_file(self, written: str, class_name: str, path: str) -> str:
         """The absolute ``file.py:Class`` name of a policy file named relative to the topology."""
-        file = (self.base_dir / written).absolute()
+        file = (self.base_dir / written).resolve()
         if not file.is_file():
             where = f" (relative to {self.base_dir}/)" if not Path(written).is_absolute() else ""
             self.fail(path, f"{written}: no such file{where}; a policy file is named by its "
