@@ -234,7 +234,7 @@ def test_tracker_process_announce_and_sigterm(tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "tracker", "--port", "0", "--port-file", str(port_file),
          "--log", str(log_path), "--info-hash", INFO_HASH.hex(), "--interval", "7",
-         "--run-start", str(time.monotonic())],
+         "--min-interval", "2", "--peer-timeout", "400", "--run-start", str(time.monotonic())],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
     try:
         deadline = time.monotonic() + 10
@@ -249,7 +249,8 @@ def test_tracker_process_announce_and_sigterm(tmp_path):
         conn.request("GET", announce_target(1, event="started").decode())
         response = conn.getresponse()
         assert response.status == 200
-        assert bencode.decode(response.read())[b"interval"] == 7
+        answer = bencode.decode(response.read())
+        assert (answer[b"interval"], answer[b"min interval"]) == (7, 2)
         conn.close()
 
         time.sleep(0.7)  # the periodic flush, before any stop
@@ -269,6 +270,7 @@ def test_tracker_process_announce_and_sigterm(tmp_path):
     lines = [json.loads(line) for line in log_path.read_text().splitlines()]
     assert [r["ev"] for r in lines] == ["start", "announce", "stop"]
     assert lines[1]["event"] == "started" and lines[1]["failure"] is None
+    assert (lines[0]["interval"], lines[0]["min_interval"], lines[0]["peer_timeout"]) == (7, 2, 400)
     assert all(lines[i]["t"] <= lines[i + 1]["t"] for i in range(2))
 
 
@@ -280,6 +282,9 @@ def test_tracker_process_announce_and_sigterm(tmp_path):
     (["--any", "--info-hash", "ab" * 20], "do not combine"),
     (["--any", "--interval", "0.5"], "whole number of seconds"),
     (["--any", "--port", "70000"], "0..65535"),
+    (["--any", "--interval", "30", "--min-interval", "31"], "longer than the interval"),
+    (["--any", "--peer-timeout", "0"], "seconds > 0"),
+    (["--any", "--peer-timeout", "nan"], "seconds > 0"),
     (["--any", "--log", "/nonexistent/dir/t.jsonl"], "cannot open the log"),
 ])
 def test_cli_bad_arguments_exit_2_with_one_line(args, text, capsys):

@@ -12,6 +12,7 @@ log and exits 0. Bad arguments: one line on stderr, exit status 2.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import random
 import sys
@@ -23,7 +24,7 @@ from typing import NoReturn
 from peer.cli import OneLineParser, fail
 from peer.errors import TestbedError
 from peer.eventlog import EventLog, RunClock
-from tracker.swarm import DEFAULT_INTERVAL, Swarm
+from tracker.swarm import CLIENT_MAX_REANNOUNCE, DEFAULT_GRACE, DEFAULT_INTERVAL, Swarm
 
 PROG = "python -m tracker"
 
@@ -67,6 +68,16 @@ def _float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a number of seconds > 0")
+    return value
+
+
 def _seed(text: str) -> int:
     try:
         return int(text)
@@ -89,6 +100,12 @@ def _parser() -> argparse.ArgumentParser:
                         help="serve any info_hash (a swarm starts at its first announce)")
     parser.add_argument("--interval", type=_interval, default=DEFAULT_INTERVAL,
                         help=f"seconds between announces told to peers ({DEFAULT_INTERVAL})")
+    parser.add_argument("--min-interval", type=_interval, default=None, metavar="S",
+                        help="the min interval told to peers (half the interval)")
+    parser.add_argument("--peer-timeout", type=_seconds, default=None, metavar="S",
+                        help="forget a peer silent this long (two intervals or "
+                             f"{CLIENT_MAX_REANNOUNCE} s, whichever is longer, + "
+                             f"{DEFAULT_GRACE:g} s)")
     parser.add_argument("--run-start", type=_float, default=None, metavar="FLOAT",
                         help="the run's t = 0 on the monotonic clock (default: now)")
     parser.add_argument("--seed", type=_seed, default=0,
@@ -113,8 +130,12 @@ def main(argv: list[str] | None = None) -> int:
                 hashes.append(read_torrent(path).info_hash)
             except TestbedError as exc:
                 _fail(str(exc))
+    if args.min_interval is not None and args.min_interval > args.interval:
+        parser.error(f"--min-interval {args.min_interval} is longer than the interval "
+                     f"({args.interval})")
     swarm = Swarm(None if args.any else hashes, rng=random.Random(args.seed),
-                  interval=args.interval)
+                  interval=args.interval, min_interval=args.min_interval,
+                  peer_timeout=args.peer_timeout)
     try:
         log = EventLog(args.log if args.log is not None else os.devnull, RunClock(args.run_start))
     except OSError as exc:

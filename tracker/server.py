@@ -47,7 +47,8 @@ async def serve_tracker(
         info_hashes = swarm.info_hashes
         log.emit("start", schema=SCHEMA_VERSION, listen=f"{host}:{bound_port}",
                  info_hashes=None if info_hashes is None else [h.hex() for h in info_hashes],
-                 interval=swarm.interval)
+                 interval=swarm.interval, min_interval=swarm.min_interval,
+                 peer_timeout=swarm.expiry)
         log.flush()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_housekeeping, swarm, log, flush_period)
