@@ -61,6 +61,10 @@ class ProtocolSettings:
     stall_timeout: float = 180.0
     """Close a connection that sent nothing at all (not even a keep-alive) for this long. Real
     clients send keep-alives about every 2 minutes, so less than that would drop idle ones."""
+    idle_drop_after: float = 60.0
+    """At the neighbour cap, a new connection takes the place of a neighbour idle this long (no
+    interest either way, no block either way), as real clients make room, so that idle
+    connections cannot lock honest peers out; without one idle, it is refused."""
 
     @property
     def first_announce_interval(self) -> float:
@@ -86,6 +90,9 @@ class ProtocolSettings:
             if not _is_number(value) or value <= 0:
                 raise ConfigError(f"must be a number of seconds > 0, got {value!r}",
                                   f"{where}.{name}")
+        if not _is_number(self.idle_drop_after) or self.idle_drop_after <= 0:
+            raise ConfigError(f"must be a number of seconds > 0, got {self.idle_drop_after!r}",
+                              f"{where}.idle_drop_after")
         if self.announce_interval is not None and (
             not _is_number(self.announce_interval) or self.announce_interval <= 0
         ):

@@ -7,6 +7,7 @@ messages arrive and decisions are made; the node's connection object holds only 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterable
 
 from peer.policy_types import DecisionKind, NeighbourView
 
@@ -48,9 +49,9 @@ class Neighbour:
 
     __slots__ = (
         "addr", "am_choking", "am_interested", "cancelled", "cid", "connected_at", "decision",
-        "direction", "down", "down_meter", "failed_pieces", "got_block", "interesting",
-        "last_block_at", "last_received", "last_unchoked", "outstanding", "peer", "peer_choking",
-        "peer_id", "peer_interested", "registered", "remote_count", "remote_has",
+        "direction", "down", "down_meter", "got_block", "interesting", "last_block_at",
+        "last_block_sent_at", "last_received", "last_unchoked", "outstanding", "peer",
+        "peer_choking", "peer_id", "peer_interested", "registered", "remote_count", "remote_has",
         "unchoked_us_at", "up", "up_meter", "upload_cap", "uploads",
     )
 
@@ -91,8 +92,15 @@ class Neighbour:
         self.connected_at = now
         self.last_received = now
         self.last_block_at = now
+        self.last_block_sent_at = now
         self.unchoked_us_at = now
-        self.failed_pieces = 0
+
+    def idle_since(self) -> float | None:
+        """Since when it has been idle: no interest either way, and no block either way since
+        then (None: it is not idle). At the neighbour cap, the longest idle one makes room."""
+        if self.am_interested or self.peer_interested:
+            return None
+        return max(self.last_block_at, self.last_block_sent_at)
 
     def snubbed(self, now: float, snub_time: float) -> bool:
         """It unchoked us and we want its pieces, yet it sent nothing for ``snub_time``."""
@@ -108,3 +116,12 @@ class Neighbour:
             down_total=self.down, up_total=self.up, snubbed=self.snubbed(now, snub_time),
             is_seed=self.remote_count == num_pieces, connected_at=self.connected_at,
             last_unchoked=self.last_unchoked, current=self.decision)
+
+
+def idle_longest_first(neighbours: Iterable[Neighbour], now: float,
+                       idle_after: float) -> list[Neighbour]:
+    """The neighbours idle for at least ``idle_after`` seconds, longest idle first."""
+    idle = [(since, nbr.connected_at, nbr) for nbr in neighbours
+            if (since := nbr.idle_since()) is not None and since <= now - idle_after]
+    idle.sort(key=lambda entry: entry[:2])
+    return [nbr for _, _, nbr in idle]

@@ -352,7 +352,7 @@ class Node:
             with conn.cancel_scope:
                 if self.session.is_open(conn.cid):
                     await guarded(partial(self._open, conn))
-                if not reasons and self.session.is_registered(conn.cid):
+                if not reasons and self.session.is_open(conn.cid):
                     async with trio.open_nursery() as nursery:
                         nursery.start_soon(guarded, partial(
                             conn.write, self.session, self.up_bucket, self.now))
@@ -373,7 +373,7 @@ class Node:
     async def _receive_handshake(self, conn: Connection) -> None:
         handshake = await conn.receive_handshake()
         self._act(self.session.handshake_received(conn.cid, handshake, self.now()))
-        if self.session.is_registered(conn.cid):
+        if self.session.is_open(conn.cid):
             # Messages that came in the same segment as the handshake.
             conn.deliver_buffered(self.session, self._act, self.now())
 

@@ -35,6 +35,8 @@ class ActivePiece:
     block_state: bytearray
     requesters: list[set[Hashable]]
     senders: list[str] = field(default_factory=list)
+    block_senders: list[str] = field(default_factory=list)
+    """Who sent each block that arrived (``""``: not yet)."""
     free_blocks: int = 0
     seed_started: bool = False
     """A block of it was requested from a seed: seeds may be asked for the rest."""
@@ -50,6 +52,8 @@ class PieceDone:
     size: int
     senders: tuple[str, ...]
     started_at: float
+    block_senders: tuple[str, ...]
+    """Who sent each block, in block order: the evidence when the piece failed."""
     duplicate_requesters: tuple[Hashable, ...]
     """Other connections that still have a request out for a block of it (end game)."""
 
@@ -97,6 +101,11 @@ class PieceState:
     def read_block(self, index: int, begin: int, length: int) -> bytes:
         offset = index * self.piece_length + begin
         return bytes(self.storage[offset:offset + length])
+
+    def piece_data(self, index: int) -> memoryview:
+        """The bytes of a piece as they lie in the storage (not copied)."""
+        start = index * self.piece_length
+        return memoryview(self.storage)[start:start + self.piece_size(index)]
 
     # --- availability -----------------------------------------------------------------------
 
@@ -183,7 +192,8 @@ class PieceState:
         nblocks = -(-size // BLOCK_SIZE)
         piece = ActivePiece(index=index, size=size, started_at=now,
                             block_state=bytearray(nblocks),
-                            requesters=[set() for _ in range(nblocks)], free_blocks=nblocks)
+                            requesters=[set() for _ in range(nblocks)], free_blocks=nblocks,
+                            block_senders=[""] * nblocks)
         self.active[index] = piece
         self.unstarted -= 1
         self.free_in_active += nblocks
@@ -241,6 +251,7 @@ class PieceState:
         piece.done_blocks += 1
         if sender not in piece.senders:
             piece.senders.append(sender)
+        piece.block_senders[block] = sender
         offset = index * self.piece_length + begin
         self.storage[offset:offset + len(data)] = data
         if piece.done_blocks < len(piece.block_state):
@@ -248,8 +259,7 @@ class PieceState:
         return BlockResult.ACCEPTED, self._finish(piece)
 
     def _finish(self, piece: ActivePiece) -> PieceDone:
-        start = piece.index * self.piece_length
-        digest = hashlib.sha1(self.storage[start:start + piece.size]).digest()
+        digest = hashlib.sha1(self.piece_data(piece.index)).digest()
         ok = digest == self.piece_hashes[piece.index]
         others = {r for requesters in piece.requesters for r in requesters}
         if ok:
@@ -258,7 +268,7 @@ class PieceState:
             self.have_count += 1
             self.bytes_verified += piece.size
         else:
-            # Discard and fetch again; the senders are blamed by the node.
+            # Discard and fetch again; the session weighs the evidence (peer/trust.py).
             nblocks = len(piece.block_state)
             piece.block_state[:] = bytes(nblocks)
             piece.requesters = [set() for _ in range(nblocks)]
@@ -267,7 +277,9 @@ class PieceState:
             piece.done_blocks = 0
         done = PieceDone(index=piece.index, ok=ok, size=piece.size,
                          senders=tuple(piece.senders), started_at=piece.started_at,
+                         block_senders=tuple(piece.block_senders),
                          duplicate_requesters=tuple(others))
         if not ok:
             piece.senders = []
+            piece.block_senders = [""] * len(piece.block_state)
         return done

@@ -20,7 +20,7 @@ import random
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from peer import bencode, wire
+from peer import wire
 from peer.actions import (
     NOTHING,
     Action,
@@ -32,14 +32,18 @@ from peer.actions import (
     Send,
     UploadQueued,
 )
+from peer.addresses import AddressBook
 from peer.choking import Choking
 from peer.config import ProtocolSettings
-from peer.errors import BencodeError
+from peer.counters import Counters
+from peer.duplicates import MAX_HELD_MESSAGES, Spare, Spares, crossed, new_one_wins
 from peer.eventlog import peer_id_text
-from peer.neighbour import Neighbour
+from peer.extension import RESERVED, extended_handshake, listening_port, supports_extensions
+from peer.neighbour import Neighbour, idle_longest_first
 from peer.pieces import BlockResult, PieceDone, PieceState
 from peer.policy_types import Choker, PiecePicker, RechokeTrigger
 from peer.requests import RequestPipeline
+from peer.trust import Ban, Trust
 
 if TYPE_CHECKING:
     # Only the type: the tracker client does I/O, and nothing of it runs in the session.
@@ -49,15 +53,6 @@ MAX_QUEUED_REQUESTS = 2000
 """Requests we queue from one neighbour (libtorrent's default); more are dropped."""
 REQUEST_TIMEOUT = 15.0
 """Requests unanswered this long while unchoked go back to the pool for other neighbours."""
-MAX_FAILED_PIECES = 3
-"""Close a neighbour after it took part in this many pieces that failed their hash."""
-ESTABLISHED_AGE = 2.0
-"""A duplicate connection never replaces one that has been up this long (seconds)."""
-EXTENSION_BIT = 0x10
-"""BEP 10: reserved byte 5, bit 0x10 announces the extension protocol."""
-EXTENDED = 20
-"""BEP 10's message id."""
-RESERVED = bytes([0, 0, 0, 0, 0, EXTENSION_BIT, 0, 0])
 
 
 class Session:
@@ -75,8 +70,6 @@ class Session:
         self.choking = Choking(choker, settings)
         self.triggered_rechokes = self.choking.triggered_rechokes
         self.requests = RequestPipeline(pieces, picker, settings.pipeline_depth)
-        self.rng = rng
-        """Seeded by the peer's seed: the order in which tracker peers are dialled."""
         self.our_handshake = wire.encode(wire.Handshake(info_hash=info_hash, peer_id=peer_id,
                                                     reserved=RESERVED))
         """The handshake we send on every connection."""
@@ -84,16 +77,18 @@ class Session:
         """Connections whose handshake was accepted, by peer id."""
         self._connections: dict[int, Neighbour] = {}
         """Every open connection, handshake done or not, by connection id."""
-        self.dialing: set[Address] = set()
-        self.peer_at: dict[Address, bytes] = {}
-        """Listening address -> peer id, learnt from the handshakes of connections we dialled
-        and from BEP 10 handshakes."""
-        self.counters: dict[str, list[int]] = {}
-        """Peer -> [bytes up, bytes down] since it first connected."""
-        self._counters_logged: dict[str, tuple[int, ...]] = {}
-        self._counters_dirty = True
-        self.uploaded = 0
-        self.downloaded = 0
+        self.trust = Trust()
+        """Banned peers and the evidence of failed pieces (peer/trust.py)."""
+        self.addresses = AddressBook(rng, self.trust)
+        """Whose listening address is which, dials under way (peer/addresses.py); ``rng``,
+        seeded by the peer's seed, orders the dials."""
+        self.spares = Spares()
+        """Losing connections of crossed duplicate pairs, while they wait (peer/duplicates.py)."""
+        self._idle_after = settings.idle_drop_after
+        self._over_cap: set[int] = set()
+        """Accepted over the cap because an idle neighbour may make room at its handshake."""
+        self.counters = Counters()
+        """Bytes per neighbour and in total, refused connections: the ``counters`` events."""
         self.listen_port = 0
         self.start_time = 0.0
         self._out: list[Action] = []
@@ -103,6 +98,14 @@ class Session:
     @property
     def complete(self) -> bool:
         return self.pieces.complete
+
+    @property
+    def uploaded(self) -> int:
+        return self.counters.uploaded
+
+    @property
+    def downloaded(self) -> int:
+        return self.counters.downloaded
 
     @property
     def connection_count(self) -> int:
@@ -135,37 +138,29 @@ class Session:
         self.start_time = now
 
     def peers_to_dial(self, peers: list[Address], own: Address) -> list[Address]:
-        """Which of the tracker's peers to dial now (marked as being dialled), in a seeded
-        random order (``peers`` is shuffled in place), up to ``max_neighbours``; call
-        ``dial_ended`` when each dial is over."""
-        known = {nbr.addr for nbr in self._connections.values()}
-        # An accepted connection shows the remote's ephemeral port, not the one it listens on,
-        # so the tracker's address of a neighbour we accepted is unknown to us until we dial it
-        # once; after that dial's handshake we know whose address it is.
-        known.update(f"{host}:{port}" for (host, port), peer_id in self.peer_at.items()
-                     if peer_id in self.neighbours)
-        self.rng.shuffle(peers)
-        chosen = []
-        for host, port in peers:
-            if len(self._connections) + len(self.dialing) >= self.settings.max_neighbours:
-                break
-            if (host, port) == own or (host, port) in self.dialing or f"{host}:{port}" in known:
-                continue
-            self.dialing.add((host, port))
-            chosen.append((host, port))
-        return chosen
+        """Which of the tracker's peers to dial now (peer/addresses.py), up to
+        ``max_neighbours``; call ``dial_ended`` when each dial is over."""
+        return self.addresses.to_dial(
+            peers, own, open_addrs=(nbr.addr for nbr in self._connections.values()),
+            neighbours=self.neighbours,
+            room=self.settings.max_neighbours - len(self._connections))
 
     def dial_ended(self, address: Address) -> None:
-        self.dialing.discard(address)
+        self.addresses.dial_ended(address)
 
     def connection_opened(self, cid: int, addr: str, direction: str,
                           now: float) -> Sequence[Action]:
-        """A TCP connection was dialled (``out``) or accepted (``in``); over the neighbour cap
-        an accepted one is refused at once."""
+        """A TCP connection was dialled (``out``) or accepted (``in``). At the neighbour cap an
+        accepted one waits for its handshake if an idle neighbour could make room for it (as
+        real clients do, so that idle connections cannot lock honest peers out); otherwise it
+        is refused at once, and counted."""
         if direction == "in" and len(self._connections) >= self.settings.max_neighbours:
-            self._log("conn_close", peer=None, addr=addr, reason="neighbour cap", up=0, down=0)
-            self._out.append(Close(cid, "neighbour cap"))
-            return self._flush()
+            if len(idle_longest_first(self.neighbours.values(), now, self._idle_after)) <= \
+                    len(self._over_cap):
+                self.counters.refuse("neighbour cap")
+                self._out.append(Close(cid, "neighbour cap"))
+                return self._flush()
+            self._over_cap.add(cid)
         self._connections[cid] = Neighbour(cid, addr, direction,
                                            num_pieces=self.pieces.num_pieces,
                                            rate_window=self.settings.rate_window, now=now)
@@ -198,6 +193,8 @@ class Session:
             self._accept_handshake(nbr, handshake, now)
         except CloseConnection as exc:
             self._close(nbr, exc.reason, now)
+        except _Refused as exc:
+            self._refuse(nbr, exc.reason)
         return self._flush()
 
     def _accept_handshake(self, nbr: Neighbour, handshake: wire.Handshake, now: float) -> None:
@@ -210,32 +207,51 @@ class Session:
         nbr.peer = peer_id_text(peer_id)
         if nbr.direction == "out":
             host, _, port = nbr.addr.rpartition(":")
-            self.peer_at[(host, int(port))] = peer_id
+            if self.trust.is_banned_address((host, int(port))):
+                raise _Refused("banned")  # dialled before the ban
+            self.addresses.learn((host, int(port)), peer_id)
+        if self.trust.is_banned(nbr.peer):
+            self.addresses.ban(nbr.peer)  # a new address of a banned peer, maybe
+            raise _Refused("banned")
         existing = self.neighbours.get(peer_id)
         if existing is not None:
-            # Both sides may dial each other at once. Both keep the connection dialled by the
-            # smaller peer id, so exactly one survives whichever side decides first. A
-            # connection established for a while is kept whatever the ids: both ends see it as
-            # old, and it carries state (unchokes, requests) worth keeping.
-            established = now - existing.connected_at >= ESTABLISHED_AGE
-            keep_new = not established and existing.direction != nbr.direction and \
-                (nbr.direction == "out") == (self.peer_id < peer_id)
-            if not keep_new:
+            # Both sides may dial each other at once (peer/duplicates.py): the loser waits.
+            if peer_id in self.spares or not crossed(existing, nbr, now):
                 raise CloseConnection("duplicate")
-            self._close(existing, "duplicate", now)
+            if not new_one_wins(nbr, self.peer_id, peer_id):
+                self.spares.add(Spare(nbr, now, handshake.reserved, None))
+                return
+            self._set_aside(existing, now)
+        if nbr.cid in self._over_cap:
+            self._over_cap.discard(nbr.cid)
+            idle = idle_longest_first(self.neighbours.values(), now, self._idle_after)
+            if not idle:
+                raise _Refused("neighbour cap")
+            self._close(idle[0], "idle at the neighbour cap", now)
+        self._register(nbr, handshake.reserved, None, now)
+
+    def _register(self, nbr: Neighbour, reserved: bytes, have_then: bytes | None,
+                  now: float) -> None:
+        """Make a connection the neighbour: a new one (``have_then`` None), or a spare that
+        was the neighbour before and told then what we held."""
+        assert nbr.peer_id is not None
         nbr.registered = True
-        self.neighbours[peer_id] = nbr
+        self.neighbours[nbr.peer_id] = nbr
         self._log("conn_open", peer=nbr.peer, addr=nbr.addr, dir=nbr.direction)
-        self.counters.setdefault(nbr.peer, [0, 0])
+        self.counters.add_peer(nbr.peer)
+        have = self.pieces.have
+        if have_then is not None:
+            for index in range(self.pieces.num_pieces):
+                if have[index] and not have_then[index]:
+                    self._send(nbr, wire.encode(wire.Have(index=index)))
+            self.pieces.add_availability(nbr.remote_has, +1)
+            nbr.interesting = sum(1 for i, f in enumerate(nbr.remote_has) if f and not have[i])
+            self._update_interest(nbr, now)
+            return
         if self.pieces.have_count:
-            bits = wire.bits_from_flags(self.pieces.have)
-            self._send(nbr, wire.encode(wire.Bitfield(bits=bits)))
-        if handshake.reserved[5] & EXTENSION_BIT:
-            # BEP 10 extended handshake, only to tell our listening port ("p"): with it the
-            # remote can tell that the tracker's address for us is this connection.
-            payload = b"\x00" + bencode.encode({"m": {}, "p": self.listen_port,
-                                                "v": "bt-testbed"})
-            self._send(nbr, wire.encode(wire.Unknown(msg_id=EXTENDED, payload=payload)))
+            self._send(nbr, wire.encode(wire.Bitfield(bits=wire.bits_from_flags(have))))
+        if supports_extensions(reserved):
+            self._send(nbr, extended_handshake(self.listen_port))  # peer/extension.py
 
     # --- incoming messages ------------------------------------------------------------------
 
@@ -251,6 +267,11 @@ class Session:
         of what one receive brought: pipelines are refilled once per batch, not per block."""
         nbr = self._connections.get(cid)
         if nbr is None or not nbr.registered:
+            spare = self.spares.of_connection(cid)
+            if spare is not None:
+                spare.held.append(message)
+                if len(spare.held) > MAX_HELD_MESSAGES:
+                    self._close(spare.nbr, "duplicate", now)
             return self._flush()  # closed earlier in this batch: the rest means nothing now
         try:
             if isinstance(message, wire.Piece):
@@ -298,21 +319,18 @@ class Session:
         elif isinstance(message, wire.Cancel):
             with contextlib.suppress(ValueError):
                 nbr.uploads.remove((message.index, message.begin, message.length))
-        elif isinstance(message, wire.Unknown) and message.msg_id == EXTENDED:
-            self._on_extended(nbr, message.payload)
+        elif isinstance(message, wire.Unknown):
+            self._on_unknown(nbr, message)
         # KeepAlive, Port and other extension messages need nothing from us.
 
-    def _on_extended(self, nbr: Neighbour, payload: bytes) -> None:
+    def _on_unknown(self, nbr: Neighbour, message: wire.Unknown) -> None:
         """Learn a neighbour's listening port from its BEP 10 handshake; ignore the rest."""
-        if not payload or payload[0] != 0:
-            return
-        try:
-            handshake = bencode.decode(payload[1:])
-        except BencodeError:
-            return  # liberal in what we accept: extensions are optional
-        port = handshake.get(b"p") if isinstance(handshake, dict) else None
-        if isinstance(port, int) and 0 < port < 65536 and nbr.peer_id is not None:
-            self.peer_at[(nbr.addr.rpartition(":")[0], port)] = nbr.peer_id
+        port = listening_port(message)
+        if port is not None and nbr.peer_id is not None:
+            address = (nbr.addr.rpartition(":")[0], port)
+            if self.trust.is_banned_address(address):
+                raise CloseConnection("banned")  # another peer id at a banned address
+            self.addresses.learn(address, nbr.peer_id)
 
     def _on_request(self, nbr: Neighbour, request: wire.Request) -> None:
         if not self.pieces.valid_block(request.index, request.begin, request.length):
@@ -377,9 +395,7 @@ class Session:
         nbr.down += size
         nbr.down_meter.add(size, now)
         nbr.last_block_at = now
-        self.downloaded += size
-        self.counters[nbr.peer][1] += size
-        self._counters_dirty = True
+        self.counters.received(nbr.peer, size)
         if self.pieces.end_game:
             for other, cancel in self.requests.cancel_duplicates(nbr, key):
                 self._send(other, cancel)
@@ -390,16 +406,15 @@ class Session:
             self._on_piece_done(done, now)
 
     def _on_piece_done(self, done: PieceDone, now: float) -> None:
-        blame = [] if done.ok else list(done.senders)
+        # Ban on evidence only (peer/trust.py): a failed piece blames a peer that sent all of
+        # it; otherwise its blocks are kept until the piece verifies and they can be compared.
+        bans = self.trust.judge(done.index, done.ok, done.block_senders, self.pieces.piece_data)
         self._log("piece", index=done.index, size=done.size, start=round(done.started_at, 4),
-                  ok=done.ok, blame=blame, **{"from": list(done.senders)})
+                  ok=done.ok, blame=[] if done.ok else [b.peer for b in bans],
+                  **{"from": list(done.senders)})
+        for ban in bans:
+            self._ban(ban, now)
         if not done.ok:
-            for nbr in list(self.neighbours.values()):
-                if nbr.peer in done.senders:
-                    nbr.failed_pieces += 1
-                    if nbr.failed_pieces >= MAX_FAILED_PIECES:
-                        self._close(nbr, f"sent {nbr.failed_pieces} pieces that failed the hash",
-                                    now)
             return
         have_message = wire.encode(wire.Have(index=done.index))
         for nbr in list(self.neighbours.values()):
@@ -437,9 +452,8 @@ class Session:
             return
         nbr.up += length
         nbr.up_meter.add(length, now)
-        self.uploaded += length
-        self.counters[nbr.peer][0] += length
-        self._counters_dirty = True
+        nbr.last_block_sent_at = now
+        self.counters.sent(nbr.peer, length)
 
     # --- requests ---------------------------------------------------------------------------
 
@@ -454,6 +468,8 @@ class Session:
         """The periodic tick: log the byte counters, close stalled connections, and take back
         requests a neighbour sits on."""
         self._emit_counters()
+        for spare in self.spares.expired(now):
+            self._close(spare.nbr, "duplicate", now)  # the other connection still stands
         for nbr in list(self.neighbours.values()):
             if now - nbr.last_received > self.settings.stall_timeout:
                 self._close(nbr, "stalled", now)
@@ -470,16 +486,9 @@ class Session:
         return self._flush()
 
     def _emit_counters(self, force: bool = False) -> None:
-        if not (self._counters_dirty or force):
-            return
-        self._counters_dirty = False
-        # Only neighbours whose counts moved since the last line: a peer with dozens of idle
-        # neighbours would otherwise repeat them every second and bloat the log tenfold.
-        changed = {peer: list(pair) for peer, pair in self.counters.items()
-                   if self._counters_logged.get(peer) != tuple(pair)}
-        for peer, pair in changed.items():
-            self._counters_logged[peer] = tuple(pair)
-        self._log("counters", up=self.uploaded, down=self.downloaded, n=changed)
+        fields = self.counters.event(force)
+        if fields is not None:
+            self._out.append(Log("counters", fields))
 
     # --- choking ----------------------------------------------------------------------------
 
@@ -496,13 +505,71 @@ class Session:
         self._unregister(nbr, reason, now)
         self._out.append(Close(nbr.cid, reason))
 
+    def _refuse(self, nbr: Neighbour, reason: str) -> None:
+        """Close a connection that never became a neighbour, counted rather than logged."""
+        self._connections.pop(nbr.cid, None)
+        self._over_cap.discard(nbr.cid)
+        self.counters.refuse(reason)
+        self._out.append(Close(nbr.cid, reason))
+
+    def _ban(self, ban: Ban, now: float) -> None:
+        """Log a ban and close every connection of the banned peer."""
+        addresses = self.addresses.ban(ban.peer)
+        self._log("ban", peer=ban.peer, addrs=[f"{host}:{port}" for host, port in addresses],
+                  reason=ban.reason, piece=ban.piece, blocks=list(ban.blocks))
+        for nbr in list(self._connections.values()):
+            if nbr.peer == ban.peer:
+                self._close(nbr, "banned", now)
+
+    def _set_aside(self, nbr: Neighbour, now: float) -> None:
+        """The neighbour's connection lost a crossed duplicate pair: it stops being the
+        neighbour (logged as closed) but stays open as the spare (peer/duplicates.py)."""
+        self.requests.withdraw(nbr)  # its late answers are harmless
+        self._forget(nbr, "duplicate", now)
+        nbr.uploads.clear()
+        self.spares.add(Spare(nbr, now, bytes(8), bytes(self.pieces.have)))
+
+    def _promote(self, spare: Spare, now: float) -> None:
+        """The neighbour's other connection closed: its spare takes its place."""
+        nbr = spare.nbr
+        self._register(nbr, spare.reserved, spare.have_then, now)
+        try:
+            for message in spare.held:
+                if isinstance(message, wire.Piece):
+                    self._on_block(nbr, message, now)
+                else:
+                    self._on_message(nbr, message, now)
+        except CloseConnection as exc:
+            self._close(nbr, exc.reason, now)
+            return
+        self._fill_requests(nbr, now)
+
     def _unregister(self, nbr: Neighbour, reason: str, now: float) -> None:
         if self._connections.pop(nbr.cid, None) is None:
             return
+        self._over_cap.discard(nbr.cid)
+        spare = self.spares.of_connection(nbr.cid)
+        if spare is not None:
+            assert nbr.peer_id is not None
+            self.spares.pop(nbr.peer_id)
+            if spare.have_then is not None:
+                return  # its close was logged when it was set aside
         if not nbr.registered:
             self._log("conn_close", peer=nbr.peer or None, addr=nbr.addr, reason=reason,
                       up=0, down=0)
             return
+        self._forget(nbr, reason, now)
+        spare = self.spares.pop(nbr.peer_id) if nbr.peer_id is not None else None
+        if spare is not None:
+            # Never close the last connection to a neighbour as a duplicate: if the remote
+            # closed this one, it kept the spare.
+            if reason == "remote closed":
+                self._promote(spare, now)
+            else:
+                self._close(spare.nbr, reason, now)
+
+    def _forget(self, nbr: Neighbour, reason: str, now: float) -> None:
+        """A neighbour's connection stops being the neighbour."""
         nbr.registered = False
         if nbr.peer_id is not None and self.neighbours.get(nbr.peer_id) is nbr:
             del self.neighbours[nbr.peer_id]
@@ -532,3 +599,10 @@ class Session:
         self._out = []
         return out
 
+
+class _Refused(Exception):
+    """Refuse this connection before it is a neighbour: closed and counted, not logged."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason

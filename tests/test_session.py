@@ -27,14 +27,12 @@ from peer.actions import (
     UploadQueued,
 )
 from peer.config import BLOCK_SIZE, PolicySpec, ProtocolSettings
+from peer.duplicates import DUPLICATE_GRACE, ESTABLISHED_AGE
+from peer.extension import EXTENDED, EXTENSION_BIT
 from peer.neighbour import RateMeter
 from peer.pieces import PieceState
 from peer.policy import ChokeView, Decision, build_choker, build_picker
 from peer.session import (
-    ESTABLISHED_AGE,
-    EXTENDED,
-    EXTENSION_BIT,
-    MAX_FAILED_PIECES,
     MAX_QUEUED_REQUESTS,
     REQUEST_TIMEOUT,
     Session,
@@ -212,15 +210,61 @@ def test_a_wrong_torrent_or_ourselves_is_closed_without_a_peer_name(handshake, r
     assert (close["peer"], close["reason"], close["up"], close["down"]) == (None, reason, 0, 0)
 
 
-def test_over_the_neighbour_cap_an_accepted_connection_is_refused():
+def test_over_the_neighbour_cap_an_accepted_connection_is_refused_and_counted():
     h = make_session(max_neighbours=2)
     h.open(1), h.open(2)
-    refused = h.open(3)
-    assert h.closed == {refused: "neighbour cap"} and h.session.connection_count == 2
-    (close,) = h.events("conn_close")
-    assert (close["peer"], close["reason"]) == (None, "neighbour cap")
-    h.open(4, direction="out")  # a dial was counted against the cap before it started
+    refused = [h.open(n) for n in (3, 4, 5)]
+    assert h.closed == {cid: "neighbour cap" for cid in refused}
+    assert h.session.connection_count == 2
+    assert h.events("conn_close") == []  # counted, not one line each
+    h.take(h.session.emit_counters())
+    (counters,) = h.events("counters")
+    assert counters["refused"] == {"neighbour cap": 3}
+    assert list(counters)[-1] == "n"  # the analysis reads the neighbour map last on its line
+    h.open(6, direction="out")  # a dial was counted against the cap before it started
     assert h.session.connection_count == 3
+
+
+IDLE = ProtocolSettings().idle_drop_after
+
+
+def test_at_the_cap_a_new_peer_takes_the_place_of_the_longest_idle_neighbour():
+    h = make_session(max_neighbours=3)
+    busy = h.connect(1, now=0.0)
+    h.deliver(busy, wire.Interested(), now=0.0)  # interested in us: never idle
+    older = h.connect(2, now=0.0)
+    newer = h.connect(3, now=5.0)
+    too_soon = h.open(4, now=IDLE - 1)  # nobody idle for idle_drop_after yet
+    assert h.closed == {too_soon: "neighbour cap"}
+    h.connect(4, now=IDLE + 10)
+    assert h.closed[older] == "idle at the neighbour cap"
+    assert h.session.is_registered(h.cid_of[4]) and h.session.is_registered(newer)
+    assert h.session.is_registered(busy) and h.session.connection_count == 3
+
+
+def test_a_flood_at_the_cap_gets_only_as_many_places_as_there_are_idle_neighbours():
+    h = make_session(max_neighbours=3)
+    for n in (1, 2):
+        h.deliver(h.connect(n), wire.Interested(), now=0.0)
+    h.connect(3, now=0.0)  # the only idle one
+    now = IDLE + 1
+    waiting = h.open(10, now=now)  # may take the idle one's place at its handshake
+    flood = [h.open(n, now=now) for n in range(11, 20)]
+    assert h.closed == {cid: "neighbour cap" for cid in flood}
+    assert h.session.is_open(waiting)
+    h.take(h.session.emit_counters())
+    assert h.events("counters")[-1]["refused"] == {"neighbour cap": 9}
+
+
+def test_a_connection_let_in_for_an_idle_neighbour_is_refused_if_none_is_idle_by_then():
+    h = make_session(max_neighbours=2)
+    h.deliver(h.connect(1), wire.Interested(), now=0.0)
+    idle = h.connect(2)
+    waiting = h.open(3, now=IDLE + 1)
+    h.deliver(idle, wire.Interested(), now=IDLE + 2)  # no longer idle
+    h.take(h.session.handshake_received(waiting, wire.Handshake(
+        info_hash=INFO_HASH, peer_id=peer_id(3).encode()), IDLE + 3))
+    assert h.closed == {waiting: "neighbour cap"} and h.session.is_registered(idle)
 
 
 # Both sides keep the connection dialled by the smaller peer id, so whichever side decides
@@ -240,13 +284,59 @@ DUPLICATES = [
 def test_duplicate_connection_tie_break(remote, old_dir, new_dir, survivor):
     h = make_session()
     existing = h.connect(remote, direction=old_dir)
-    new = h.connect(remote, direction=new_dir, now=ESTABLISHED_AGE - 0.1)
+    now = ESTABLISHED_AGE - 0.1
+    new = h.connect(remote, direction=new_dir, now=now)
     loser, winner = (new, existing) if survivor == "existing" else (existing, new)
+    if old_dir != new_dir:
+        # Crossed dials: the loser waits as a spare in case the remote keeps it instead.
+        assert h.closed == {} and h.session.is_open(loser)
+        h.take(h.session.housekeeping(now + DUPLICATE_GRACE - 0.1))
+        assert h.closed == {}
+        h.take(h.session.housekeeping(now + DUPLICATE_GRACE))
     assert h.closed == {loser: "duplicate"}
     assert h.session.is_registered(winner) and not h.session.is_open(loser)
     assert h.session.neighbours[peer_id(remote).encode()] is h.session.neighbour(winner)
     (close,) = h.events("conn_close")
     assert (close["peer"], close["reason"]) == (peer_id(remote), "duplicate")
+
+
+def test_a_remote_that_keeps_the_other_connection_of_a_crossed_pair_keeps_the_neighbour():
+    # We (peer 5) dial peer 9 as it dials us. Our rule keeps ours; a remote with another rule
+    # keeps its own, sends its bitfield there and closes ours: the spare takes over.
+    h = make_session()
+    ours = h.connect(9, direction="out")
+    theirs = h.connect(9, direction="in", now=0.1)
+    h.deliver(theirs, wire.Bitfield(bits=wire.bits_from_flags(ALL)), wire.Unchoke(), now=0.2)
+    assert h.messages(theirs) == [] and not h.session.is_registered(theirs)
+    h.take(h.session.connection_closed(ours, "remote closed", 0.3))
+    assert h.session.is_registered(theirs)
+    sent = h.messages(theirs)
+    assert sent[0] == wire.Interested() and any(isinstance(m, wire.Request) for m in sent)
+    assert h.session.pieces.availability == [1] * NUM
+    assert [o["dir"] for o in h.events("conn_open")] == ["out", "in"]
+    h.take(h.session.housekeeping(0.3 + DUPLICATE_GRACE))
+    assert theirs not in h.closed
+
+
+def test_a_neighbour_set_aside_for_a_crossed_duplicate_comes_back_if_the_other_closes():
+    # Peer 2 is smaller: both ends keep the connection it dialled, so our established one is set
+    # aside (logged as closed); the remote closes the new one instead: ours comes back.
+    h = make_session()
+    ours = h.connect(2, direction="out", now=0.0)
+    h.deliver(ours, wire.Bitfield(bits=wire.bits_from_flags(ALL)), wire.Unchoke(), now=0.0)
+    first = h.requests(ours)
+    theirs = h.connect(2, direction="in", now=0.5)
+    assert h.closed == {} and h.session.is_registered(theirs)
+    assert h.events("conn_close")[-1]["reason"] == "duplicate"
+    assert h.session.neighbour(ours).outstanding == {}  # its requests went back to the pool
+    h.answer(ours, first[:1], now=0.6)  # an answer crossing the set-aside is held
+    h.take(h.session.connection_closed(theirs, "remote closed", 0.7))
+    assert h.session.is_registered(ours) and ours not in h.closed
+    assert h.session.pieces.availability == [1] * NUM
+    again = h.requests(ours)
+    assert again and {(r.index, r.begin) for r in again} >= {(r.index, r.begin) for r in first[1:]}
+    h.take(h.session.housekeeping(0.7 + DUPLICATE_GRACE))
+    assert ours not in h.closed
 
 
 def test_an_established_connection_is_never_replaced_by_a_duplicate():
@@ -305,7 +395,7 @@ def test_blocks_verify_a_piece_and_only_neighbours_without_it_hear_of_it():
     # Have suppression: the holder learns nothing it would act on, but we lose interest in it.
     assert h.messages(holds, lazy=True) == []
     assert h.messages(holds) == [wire.NotInterested()]
-    assert h.session.counters[peer_id(1)] == [0, PIECE]
+    assert h.session.counters.per_peer[peer_id(1)] == [0, PIECE]
 
 
 def test_a_block_nobody_asked_for_or_of_the_wrong_size_closes_the_connection():
@@ -352,19 +442,77 @@ def test_end_game_cancels_the_duplicate_and_does_not_ask_for_it_again():
     assert b not in h.closed
 
 
-def test_hash_failures_are_blamed_and_a_repeat_offender_is_closed():
+def lie(data: bytes = DATA) -> bytes:
+    """The content with one byte flipped in every block: what a lying peer sends."""
+    wrong = bytearray(data)
+    for begin in range(0, len(wrong), BLOCK_SIZE):
+        wrong[begin] ^= 0xFF
+    return bytes(wrong)
+
+
+def test_a_peer_that_sent_all_of_a_failed_piece_is_banned_for_the_rest_of_the_run():
+    h = make_session()
+    liar = h.connect(1, direction="out")  # dialled: we know the address it listens on
+    h.deliver(liar, wire.Bitfield(bits=wire.bits_from_flags(ALL)), wire.Unchoke(), now=0.0)
+    requests = h.requests(liar)
+    whole = [r for r in requests if r.index == requests[0].index]
+    assert len(whole) == BLOCKS_PER_PIECE
+    h.answer(liar, whole, now=1.0, data=lie())
+    (piece,) = h.events("piece")
+    assert (piece["ok"], piece["blame"], piece["from"]) == (False, [peer_id(1)], [peer_id(1)])
+    (ban,) = h.events("ban")
+    assert ban == {"ev": "ban", "peer": peer_id(1), "addrs": ["127.0.0.1:7001"],
+                   "reason": f"sent all of piece {whole[0].index}, which failed its hash",
+                   "piece": whole[0].index, "blocks": [0, 1, 2, 3]}
+    assert h.closed == {liar: "banned"} and h.session.pieces.availability == [0] * NUM
+    # Never again: not dialled, its handshakes refused (counted), from any address.
+    tracker_list = [("127.0.0.1", 7001), ("127.0.0.1", 7002)]
+    assert h.session.peers_to_dial(list(tracker_list), own=("127.0.0.1", 6881)) == [
+        ("127.0.0.1", 7002)]
+    again = h.connect(1, direction="in", now=50.0)
+    assert h.closed[again] == "banned" and not h.session.neighbours
+    assert [c["reason"] for c in h.events("conn_close")] == ["banned"]
+    h.take(h.session.emit_counters())
+    assert h.events("counters")[-1]["refused"] == {"banned": 1}
+
+
+def test_smart_ban_strikes_exactly_the_senders_of_the_blocks_that_were_wrong():
     h = make_session()
     liar = h.unchoked_with_everything(1)
-    requests = h.requests(liar)
-    garbage = bytes(SIZE)
-    while len(h.events("piece")) < MAX_FAILED_PIECES:
-        h.answer(liar, requests, now=1.0, data=garbage)
-        requests = h.requests(liar)
-    pieces = h.events("piece")
-    assert all(not p["ok"] and p["blame"] == [peer_id(1)] for p in pieces)
-    assert h.session.pieces.have_count == 0
-    assert h.closed == {liar: f"sent {MAX_FAILED_PIECES} pieces that failed the hash"}
-    assert h.session.pieces.availability == [0] * NUM
+    honest = h.unchoked_with_everything(2)
+    to_liar, to_honest = h.requests(liar), h.requests(honest)
+    (shared,) = {r.index for r in to_liar} & {r.index for r in to_honest}
+    h.answer(liar, [r for r in to_liar if r.index == shared], now=1.0, data=lie())
+    h.answer(honest, [r for r in to_honest if r.index == shared], now=1.0)
+    (failed,) = h.events("piece")
+    assert (failed["index"], failed["ok"], failed["blame"]) == (shared, False, [])
+    assert sorted(failed["from"]) == [peer_id(1), peer_id(2)]
+    assert h.closed == {} and h.events("ban") == []  # no evidence yet of who lied
+    # Fetched again, from the honest peer alone this time, it verifies: compare the blocks.
+    while not any(p["index"] == shared and p["ok"] for p in h.events("piece")):
+        h.answer(honest, h.requests(honest), now=2.0)
+    (ban,) = h.events("ban")
+    liar_blocks = sorted(r.begin // BLOCK_SIZE for r in to_liar if r.index == shared)
+    assert (ban["peer"], ban["piece"], ban["blocks"]) == (peer_id(1), shared, liar_blocks)
+    assert h.closed == {liar: "banned"} and h.session.is_registered(honest)
+    assert all(peer_id(2) not in p["blame"] for p in h.events("piece"))
+
+
+def test_a_liar_is_banned_even_after_it_left():
+    h = make_session()
+    liar = h.unchoked_with_everything(1)
+    honest = h.unchoked_with_everything(2)
+    to_liar, to_honest = h.requests(liar), h.requests(honest)
+    (shared,) = {r.index for r in to_liar} & {r.index for r in to_honest}
+    h.answer(liar, [r for r in to_liar if r.index == shared], now=1.0, data=lie())
+    h.answer(honest, [r for r in to_honest if r.index == shared], now=1.0)
+    h.take(h.session.connection_closed(liar, "remote closed", 1.5))
+    while not any(p["index"] == shared and p["ok"] for p in h.events("piece")):
+        h.answer(honest, h.requests(honest), now=2.0)
+    assert [b["peer"] for b in h.events("ban")] == [peer_id(1)]
+    assert h.session.is_registered(honest)
+    back = h.connect(1, now=3.0)
+    assert h.closed == {back: "banned"}
 
 
 def test_a_neighbour_sitting_on_requests_loses_them_to_the_others():
@@ -411,7 +559,8 @@ def test_requests_are_checked_dropped_while_choked_and_queued_while_unchoked():
     assert h.session.next_upload(cid) == (0, 0, BLOCK_SIZE)
     assert h.session.next_upload(cid) is None  # the second was cancelled
     h.session.block_sent(cid, BLOCK_SIZE, 1.0)
-    assert h.session.uploaded == BLOCK_SIZE and h.session.counters[peer_id(1)] == [BLOCK_SIZE, 0]
+    assert h.session.uploaded == BLOCK_SIZE
+    assert h.session.counters.per_peer[peer_id(1)] == [BLOCK_SIZE, 0]
     h.deliver(cid, wire.Request(index=0, begin=PIECE, length=BLOCK_SIZE))
     assert h.closed == {cid: "protocol error: request outside the file (0, 65536, 16384)"}
 

@@ -1,0 +1,62 @@
+"""The listening addresses a peer knows: whose each is, which dials are under way, and which
+of the tracker's peers to dial next. No I/O.
+
+Addresses are (host, port), never the host alone: every testbed peer is 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Container, Iterable
+
+from peer.eventlog import peer_id_text
+from peer.trust import Address, Trust
+
+
+class AddressBook:
+    def __init__(self, rng: random.Random, trust: Trust) -> None:
+        self.rng = rng
+        """Seeded by the peer's seed: the order in which tracker peers are dialled."""
+        self.trust = trust
+        self.dialing: set[Address] = set()
+        self.peer_at: dict[Address, bytes] = {}
+        """Listening address -> peer id, learnt from the handshakes of connections we dialled
+        and from BEP 10 handshakes."""
+
+    def to_dial(self, peers: list[Address], own: Address, *, open_addrs: Iterable[str],
+                neighbours: Container[bytes], room: int) -> list[Address]:
+        """Up to ``room`` (less dials under way) of the tracker's ``peers`` to dial now, in a
+        seeded random order (``peers`` is shuffled in place), marked as being dialled: not
+        ourselves, not an address we are connected to (``open_addrs``: ``host:port``) or that
+        a neighbour listens on, never a banned one."""
+        known = set(open_addrs)
+        # An accepted connection shows the remote's ephemeral port, not the one it listens on,
+        # so the tracker's address of a neighbour we accepted is unknown to us until we dial it
+        # once; after that dial's handshake we know whose address it is.
+        known.update(f"{host}:{port}" for (host, port), peer_id in self.peer_at.items()
+                     if peer_id in neighbours)
+        self.rng.shuffle(peers)
+        chosen = []
+        for host, port in peers:
+            if len(self.dialing) >= room:
+                break
+            if (host, port) == own or (host, port) in self.dialing or \
+                    f"{host}:{port}" in known or self.trust.is_banned_address((host, port)):
+                continue
+            self.dialing.add((host, port))
+            chosen.append((host, port))
+        return chosen
+
+    def dial_ended(self, address: Address) -> None:
+        self.dialing.discard(address)
+
+    def learn(self, address: Address, peer_id: bytes) -> None:
+        self.peer_at[address] = peer_id
+
+    def ban(self, peer: str) -> list[Address]:
+        """Ban every listening address known for a banned peer (peer id as text); returns
+        them, sorted."""
+        addresses = sorted(a for a, peer_id in self.peer_at.items()
+                           if peer_id_text(peer_id) == peer)
+        self.trust.ban_addresses(addresses)
+        return addresses
