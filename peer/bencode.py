@@ -4,6 +4,12 @@ Strict because the info_hash is the SHA-1 of the exact bytes of the ``info`` dic
 decoder that accepted ``i03e``, ``i-0e`` or unsorted keys would let two different byte strings
 decode to the same value, and re-encoding would then change the hash. Every rejection names the
 byte offset where decoding failed.
+
+Bounded, because the bytes come from strangers: nesting deeper than ``MAX_DEPTH`` and integers
+longer than ``MAX_INTEGER_DIGITS`` digits are a BencodeError (never a RecursionError, nor the
+ValueError Python's int() raises beyond 4300 digits), and a byte string that claims more bytes
+than the data holds is refused before anything is allocated. ``encode`` refuses the same
+values, so whatever it returns, ``decode`` accepts.
 """
 
 from __future__ import annotations
@@ -17,29 +23,46 @@ Bencodable = int | bytes | list["Bencodable"] | dict[bytes, "Bencodable"]
 
 _DIGITS = frozenset(b"0123456789")
 
+MAX_DEPTH = 100
+"""Deepest nesting of lists and dictionaries accepted (the top-level value is depth 0)."""
+MAX_INTEGER_DIGITS = 128
+"""Most decimal digits in an integer: far beyond the 64-bit counters of every BitTorrent field,
+and short enough that converting one costs nothing."""
+_INTEGER_LIMIT = 10**MAX_INTEGER_DIGITS
+
 
 def encode(value: Any) -> bytes:
-    """Encode ints, bytes (str is encoded as UTF-8), lists and dicts with byte or str keys."""
+    """Encode ints, bytes (str is encoded as UTF-8), lists and dicts with byte or str keys.
+
+    TypeError for a type bencode cannot hold; ValueError for a value ``decode`` would refuse
+    (nesting deeper than MAX_DEPTH, an integer longer than MAX_INTEGER_DIGITS digits).
+    """
     out: list[bytes] = []
-    _encode(value, out)
+    _encode(value, out, 0)
     return b"".join(out)
 
 
-def _encode(value: Any, out: list[bytes]) -> None:
+def _encode(value: Any, out: list[bytes], depth: int) -> None:
+    if depth > MAX_DEPTH:
+        raise ValueError(f"nesting deeper than {MAX_DEPTH} levels: bencode.decode refuses it")
     if isinstance(value, bool):
         raise TypeError("bencode has no booleans; use 0 or 1")
     if isinstance(value, int):
+        # Compare magnitudes, not digit strings: str() of a huge int is itself the problem.
+        if abs(value) >= _INTEGER_LIMIT:
+            raise ValueError(f"integer of more than {MAX_INTEGER_DIGITS} digits: "
+                             f"bencode.decode refuses it")
         out.append(b"i%de" % value)
     elif isinstance(value, bytes | bytearray | memoryview):
         raw = bytes(value)
         out.append(b"%d:" % len(raw))
         out.append(raw)
     elif isinstance(value, str):
-        _encode(value.encode("utf-8"), out)
+        _encode(value.encode("utf-8"), out, depth)
     elif isinstance(value, list | tuple):
         out.append(b"l")
         for item in value:
-            _encode(item, out)
+            _encode(item, out, depth + 1)
         out.append(b"e")
     elif isinstance(value, dict):
         items = []
@@ -54,8 +77,8 @@ def _encode(value: Any, out: list[bytes]) -> None:
                 raise TypeError(f"duplicate dictionary key {k1!r}")
         out.append(b"d")
         for raw_key, item in items:
-            _encode(raw_key, out)
-            _encode(item, out)
+            _encode(raw_key, out, depth + 1)
+            _encode(item, out, depth + 1)
         out.append(b"e")
     else:
         raise TypeError(f"cannot bencode {type(value).__name__}")
@@ -80,8 +103,6 @@ def decode_prefix(data: bytes, start: int = 0) -> tuple[Bencodable, int]:
 
 
 class _Decoder:
-    MAX_DEPTH = 100  # guards against stack exhaustion on hostile input
-
     def __init__(self, data: bytes) -> None:
         self.data = data
 
@@ -89,7 +110,7 @@ class _Decoder:
         data = self.data
         if pos >= len(data):
             raise BencodeError("unexpected end of data", pos)
-        if depth > self.MAX_DEPTH:
+        if depth > MAX_DEPTH:
             raise BencodeError("nesting too deep", pos)
         lead = data[pos]
         if lead == 0x69:  # i
@@ -130,13 +151,19 @@ class _Decoder:
 
     def integer(self, pos: int) -> tuple[int, int]:
         data = self.data
-        end = data.find(b"e", pos + 1)
+        # Look for the 'e' only as far as the longest integer allowed ('-' and digits) reaches.
+        window_end = pos + 3 + MAX_INTEGER_DIGITS
+        end = data.find(b"e", pos + 1, window_end)
         if end < 0:
-            raise BencodeError("unterminated integer", pos)
+            if window_end > len(data):
+                raise BencodeError("unterminated integer", pos)
+            end = window_end  # report what the window holds
         body = data[pos + 1 : end]
         digits = body[1:] if body.startswith(b"-") else body
-        if not digits or not all(c in _DIGITS for c in digits):
-            raise BencodeError(f"malformed integer {body!r}", pos)
+        if not digits.isdigit():  # bytes.isdigit: ASCII digits only, False when empty
+            raise BencodeError(f"malformed integer {body[:24]!r}", pos)
+        if len(digits) > MAX_INTEGER_DIGITS:
+            raise BencodeError(f"integer longer than {MAX_INTEGER_DIGITS} digits", pos)
         if digits.startswith(b"0") and (len(digits) > 1 or body.startswith(b"-")):
             raise BencodeError(f"non-canonical integer {body!r}", pos)
         return int(body), end + 1
@@ -147,11 +174,14 @@ class _Decoder:
         if colon < 0:
             raise BencodeError("byte string without ':'", pos)
         length_text = data[pos:colon]
-        if not length_text or not all(c in _DIGITS for c in length_text):
-            raise BencodeError(f"malformed byte string length {length_text!r}", pos)
+        if not length_text.isdigit():
+            raise BencodeError(f"malformed byte string length {length_text[:24]!r}", pos)
         if length_text.startswith(b"0") and len(length_text) > 1:
             raise BencodeError(f"non-canonical byte string length {length_text!r}", pos)
         start = colon + 1
+        # More digits than the data's own length has cannot fit; int() of them could raise.
+        if len(length_text) > len(str(len(data))):
+            raise BencodeError("byte string runs past the end of data", pos)
         end = start + int(length_text)
         if end > len(data):
             raise BencodeError("byte string runs past the end of data", pos)

@@ -63,6 +63,31 @@ def test_decode_refuses_str():
         decode("i1e")  # type: ignore[arg-type]
 
 
+def test_longest_integers_decode():
+    assert decode(b"i" + b"9" * 128 + b"e") == 10**128 - 1
+    assert decode(b"i-" + b"9" * 128 + b"e") == -(10**128 - 1)
+    assert encode(10**128 - 1) == b"i" + b"9" * 128 + b"e"
+
+
+def test_encode_refuses_what_decode_would_refuse():
+    # Found by the property tests: the encoder wrote nesting the decoder refuses, and a deep
+    # or cyclic value was a RecursionError.
+    deep: list = []
+    for _ in range(101):
+        deep = [deep]
+    with pytest.raises(ValueError, match="nesting deeper than 100 levels"):
+        encode(deep)
+    assert decode(encode(deep[0])) == deep[0]
+    cyclic: list = []
+    cyclic.append(cyclic)
+    with pytest.raises(ValueError, match="nesting deeper"):
+        encode(cyclic)
+    with pytest.raises(ValueError, match="more than 128 digits"):
+        encode(10**128)
+    with pytest.raises(ValueError, match="more than 128 digits"):
+        encode({b"k": -(10**5000)})
+
+
 def test_nesting_just_under_the_limit_decodes():
     depth = 101  # lists at depth 0..100 are allowed
     assert decode(b"l" * depth + b"e" * depth) is not None
@@ -111,6 +136,16 @@ INVALID = [
     (b"d1:a", "unexpected end of data", 4),
     (b"l" * 102 + b"e" * 102, "nesting too deep", 101),
     (b"d1:a" * 102 + b"e" * 102, "nesting too deep", 404),
+    # Found by the property tests: past Python's int() limit of 4300 digits these were a bare
+    # ValueError, not a BencodeError.
+    (b"i" + b"9" * 4301 + b"e", "integer longer than 128 digits", 0),
+    (b"i-" + b"9" * 5000 + b"e", "integer longer than 128 digits", 0),
+    (b"i" + b"9" * 129 + b"e", "integer longer than 128 digits", 0),
+    (b"li1ei" + b"9" * 129 + b"ee", "integer longer than 128 digits", 4),
+    (b"i1" + b"x" * 300, "malformed integer", 0),
+    (b"9" * 5000 + b":", "byte string runs past the end of data", 0),
+    (b"l" + b"9" * 4301 + b":xe", "byte string runs past the end of data", 1),
+    (b"l" * 20_000, "nesting too deep", 101),
 ]
 
 
