@@ -18,6 +18,7 @@ from peer.content import MIN_PIECE_LENGTH, valid_piece_length
 from peer.errors import TestbedError
 from peer.metainfo import (
     DEFAULT_PIECE_LENGTH,
+    MAX_PIECE_LENGTH,
     build_metainfo,
     hash_file,
     make_synthetic_torrent,
@@ -41,9 +42,10 @@ def _size(text: str) -> int:
 
 def _piece_length(text: str) -> int:
     value = _size(text)
-    if not valid_piece_length(value):
+    if not valid_piece_length(value) or value > MAX_PIECE_LENGTH:
         raise argparse.ArgumentTypeError(
-            f"piece length {text!r} must be a power of two >= {format_size(MIN_PIECE_LENGTH)}")
+            f"piece length {text!r} must be a power of two from {format_size(MIN_PIECE_LENGTH)} "
+            f"to {format_size(MAX_PIECE_LENGTH)}")
     return value
 
 
@@ -66,7 +68,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=_seed, default=None,
                         help="seed of the synthetic content (default 0)")
     parser.add_argument("--piece-length", type=_piece_length, default=DEFAULT_PIECE_LENGTH,
-                        help="piece length, a power of two >= 16KiB (default 256KiB)")
+                        help="piece length, a power of two from 16KiB to 256MiB (default 256KiB)")
     parser.add_argument("--announce", required=True, help="tracker announce URL")
     parser.add_argument("--out", type=Path, required=True,
                         help="synthetic: output directory; --from-file: the .torrent to write")

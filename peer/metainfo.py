@@ -29,6 +29,12 @@ from peer.errors import BencodeError, MetainfoError
 CREATED_BY = "bt-testbed"
 DEFAULT_PIECE_LENGTH = 256 * 1024
 HASH_LENGTH = 20  # SHA-1
+MAX_LENGTH = 2**63 - 1
+"""Largest content length read: no file can be longer (off_t is 64-bit and signed)."""
+MAX_PIECE_LENGTH = 2**28
+"""Largest piece length read (256 MiB): the largest power of two libtorrent accepts
+(file_storage::max_piece_size). A peer holds a piece's block states in memory, so an absurd
+piece length in a hostile .torrent must not reach it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,12 +98,12 @@ def parse_metainfo(data: bytes, source: str = "<torrent>") -> Metainfo:
         raise fail(problem, "info.name")
 
     length = _integer(info.get(b"length"), "info.length", fail)
-    if length <= 0:
-        raise fail(f"must be > 0, got {length}", "info.length")
+    if not 0 < length <= MAX_LENGTH:
+        raise fail(f"must be > 0 and at most 2**63-1, got {length}", "info.length")
     piece_length = _integer(info.get(b"piece length"), "info.piece length", fail)
-    if not valid_piece_length(piece_length):
-        raise fail(f"must be a power of two >= {MIN_PIECE_LENGTH}, got {piece_length}",
-                   "info.piece length")
+    if not valid_piece_length(piece_length) or piece_length > MAX_PIECE_LENGTH:
+        raise fail(f"must be a power of two from {MIN_PIECE_LENGTH} to {MAX_PIECE_LENGTH}, "
+                   f"got {piece_length}", "info.piece length")
 
     piece_hashes = _piece_hashes(info.get(b"pieces"), length, piece_length, fail)
     start, end = _info_span(data)
@@ -168,7 +174,10 @@ def _kind(value: object) -> str:
 
 def _announce_problem(announce: str) -> str | None:
     """Why ``announce`` is not a URL of an HTTP tracker (BEP 3), or None."""
-    url = urlsplit(announce)
+    try:
+        url = urlsplit(announce)
+    except ValueError as exc:  # "Invalid IPv6 URL", NFKC-unsafe characters in the host, ...
+        return f"must be an http:// tracker URL, got {announce!r} ({exc})"
     if url.scheme not in ("http", "https") or not url.netloc:
         return f"must be an http:// tracker URL, got {announce!r}"
     return None
@@ -230,6 +239,9 @@ def make_synthetic_torrent(out_dir: str | Path, *, size: int, seed: int,
     """
     # Refuse bad parameters before writing anything.
     check_content(size, seed, piece_length)
+    if piece_length > MAX_PIECE_LENGTH:
+        raise MetainfoError(f"must be at most {MAX_PIECE_LENGTH}, got {piece_length}",
+                            "info.piece length")
     problem = _name_problem(name) if isinstance(name, str) else "must be a string"
     if problem:
         raise MetainfoError(problem, "info.name")

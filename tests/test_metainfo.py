@@ -75,6 +75,14 @@ INVALID = [
     (torrent(info_pieces=H), "info.pieces", "must be 20 x 2 = 40 bytes"),
     (torrent(info_pieces=H * 3), "info.pieces", "got 60"),
     (torrent(info_pieces=H * 2 + b"x"), "info.pieces", "got 41"),
+    # Found by the property tests (tests/test_properties_parsers.py): urlsplit's ValueError
+    # escaped as itself, and absurd sizes were accepted when the piece count still matched.
+    (torrent(announce=b"http://[::1"), "announce", "Invalid IPv6 URL"),
+    (torrent(announce="http://h\u2100/".encode()), "announce", "NFKC"),
+    (torrent(info_length=2**63, info_piece_length=2**64, info_pieces=H),
+     "info.length", "at most 2**63-1"),
+    (torrent(info_length=5, info_piece_length=2**29, info_pieces=H),
+     "info.piece length", "power of two from 16384 to 268435456"),
 ]
 
 
@@ -136,6 +144,11 @@ def test_info_hash_is_the_original_span_not_a_reencoding():
     meta = parse_metainfo(data)
     assert meta.info_hash == hashlib.sha1(info).digest()
     assert meta.raw == data
+
+
+def test_largest_piece_length_is_accepted():
+    meta = parse_metainfo(torrent(info_length=5, info_piece_length=2**28, info_pieces=H))
+    assert (meta.piece_length, meta.num_pieces) == (2**28, 1)
 
 
 def test_https_announce_is_accepted():
@@ -202,7 +215,8 @@ def test_make_synthetic_torrent_is_deterministic(tmp_path):
      ({"announce": "udp://t:1"}, MetainfoError, "announce"),
      ({"size": 0}, ConfigError, "size"),
      ({"seed": -1}, ConfigError, "seed"),
-     ({"piece_length": 1000}, ConfigError, "piece_length")],
+     ({"piece_length": 1000}, ConfigError, "piece_length"),
+     ({"piece_length": 2**29}, MetainfoError, "info.piece length")],
 )
 def test_make_synthetic_torrent_refuses_before_writing(tmp_path, kwargs, error, fragment):
     args = {"size": KIB16, "seed": 0, "announce": URL, **kwargs}
@@ -258,7 +272,8 @@ def test_cli_synthetic_and_from_file_agree(tmp_path, capsys):
     [["--size", "12QB"], ["--size", "-1MiB"], ["--size", "1MiB", "--piece-length", "100KiB"],
      ["--size", "1MiB", "--seed", "x"], ["--size", "1MiB", "--name", "a/b"],
      ["--size", "1MiB", "--from-file", "f"], ["--from-file", "/nonexistent/file"],
-     ["--size", "1MiB", "--announce", "ftp://x/"]],
+     ["--size", "1MiB", "--announce", "ftp://x/"], ["--size", "1MiB", "--piece-length", "512MiB"],
+     ["--size", "1MiB", "--announce", "http://[::1/"]],
 )
 def test_cli_bad_arguments_exit_2_with_one_line(tmp_path, capsys, argv):
     if "--announce" not in argv:
