@@ -44,8 +44,14 @@ class ProtocolSettings:
     """How a seed ranks neighbours: by our upload rate to them, or round_robin rotation."""
     pipeline_depth: int = 5
     """Minimum outstanding block requests per connection (BEP 3 suggests 5); raised with the
-    measured rate to a quarter second of data. Deeper fixed pipelines hoard whole pieces on
-    slow neighbours, so faster ones find nothing left to send us."""
+    measured rate to ``request_queue_time`` of data. Deeper fixed pipelines hoard whole pieces
+    on slow neighbours, so faster ones find nothing left to send us."""
+    request_queue_time: float = 0.25
+    """Seconds of a neighbour's measured rate kept requested (libtorrent keeps 3 s). It must
+    exceed the time a neighbour takes to answer, or the pipeline never deepens."""
+    max_pipeline_depth: int = 250
+    """Never more requests out to one neighbour: well under what peers queue (ours: 2000,
+    libtorrent 500 by default), or the excess is silently dropped and the download stalls."""
     block_size: int = BLOCK_SIZE
     max_neighbours: int = 55
     announce_interval: float | None = None
@@ -74,7 +80,8 @@ class ProtocolSettings:
         return self.announce_interval
 
     def validate(self, where: str = "protocol") -> None:
-        positive_ints = ("regular_slots", "pipeline_depth", "max_neighbours", "numwant")
+        positive_ints = ("regular_slots", "pipeline_depth", "max_pipeline_depth",
+                         "max_neighbours", "numwant")
         for name in positive_ints:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -85,7 +92,7 @@ class ProtocolSettings:
                 f"{where}.optimistic_slots",
             )
         for name in ("rechoke_period", "optimistic_period", "rate_window", "snub_time",
-                     "stall_timeout"):
+                     "stall_timeout", "request_queue_time"):
             value = getattr(self, name)
             if not _is_number(value) or value <= 0:
                 raise ConfigError(f"must be a number of seconds > 0, got {value!r}",

@@ -10,39 +10,53 @@ from __future__ import annotations
 import math
 
 from peer import wire
-from peer.config import BLOCK_SIZE
+from peer.config import BLOCK_SIZE, ProtocolSettings
 from peer.neighbour import Neighbour
 from peer.pieces import PieceState
 from peer.policy_types import PickView, PiecePicker
 
-PIPELINE_SECONDS = 0.25
-"""Keep this much of the measured download rate in flight, so a link never idles."""
 PIPELINE_RATE_WINDOW = 3.0
 """Seconds of download rate the pipeline depth follows: recent, so it reacts within a rechoke."""
-MAX_PIPELINE = 250
-"""Never more requests out to one neighbour: well under what peers queue (ours: 2000,
-libtorrent 500 by default), or the excess is silently dropped and the download stalls."""
+_DEFAULTS = ProtocolSettings()
+
+
+def pipeline_depth(rate: float, *, queue_time: float, min_depth: int, max_depth: int) -> int:
+    """Requests to keep out to a neighbour sending ``rate`` bytes/s: ``queue_time`` of it, in
+    blocks, between ``min_depth`` and ``max_depth`` (libtorrent's ``request_queue_time``).
+
+    Sized from the rate alone, not from a measured round trip: the round trip a receiver sees
+    includes the sender's queue of its own requests, so a depth grown from it feeds on itself.
+    When the sender's capacity limits, the depth settles at ``queue_time`` of that capacity;
+    when its latency limits (Transmission answers in batches every half second), each round
+    trip multiplies the depth by ``queue_time`` / round trip, so it grows while ``queue_time``
+    is the longer."""
+    return max(min_depth, min(max_depth, math.ceil(rate * queue_time / BLOCK_SIZE)))
 
 
 class RequestPipeline:
-    """Our requests to every neighbour. ``min_depth`` is the protocol's ``pipeline_depth``."""
+    """Our requests to every neighbour. ``min_depth`` is the protocol's ``pipeline_depth``,
+    ``queue_time`` its ``request_queue_time`` and ``max_depth`` its ``max_pipeline_depth``."""
 
-    def __init__(self, pieces: PieceState, picker: PiecePicker, min_depth: int) -> None:
+    def __init__(self, pieces: PieceState, picker: PiecePicker, min_depth: int, *,
+                 queue_time: float = _DEFAULTS.request_queue_time,
+                 max_depth: int = _DEFAULTS.max_pipeline_depth) -> None:
         self.pieces = pieces
         self.picker = picker
         self.min_depth = min_depth
+        self.queue_time = queue_time
+        self.max_depth = max_depth
 
     def top_up(self, nbr: Neighbour, now: float) -> bytes:
         """The requests to send ``nbr`` now, encoded (b"": none), recorded as outstanding.
 
-        At least ``min_depth`` requests out, raised to a quarter second of its recent rate:
-        deep fixed pipelines hoard whole pieces on slow neighbours, shallow ones idle fast links.
+        At least ``min_depth`` requests out, raised to ``queue_time`` of its recent rate: deep
+        fixed pipelines hoard whole pieces on slow neighbours, shallow ones idle fast links.
         """
         if nbr.peer_choking or not nbr.am_interested or not nbr.registered:
             return b""
-        recent = nbr.down_meter.rate(now, window=PIPELINE_RATE_WINDOW)
-        depth = max(self.min_depth,
-                    min(MAX_PIPELINE, math.ceil(recent * PIPELINE_SECONDS / BLOCK_SIZE)))
+        depth = pipeline_depth(nbr.down_meter.rate(now, window=PIPELINE_RATE_WINDOW),
+                               queue_time=self.queue_time, min_depth=self.min_depth,
+                               max_depth=self.max_depth)
         wanted = depth - len(nbr.outstanding)
         # Top up in batches (half the pipeline at a time), not one request per block received:
         # each request sent alone costs a send here and a wake-up there, as much as the block.

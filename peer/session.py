@@ -69,7 +69,9 @@ class Session:
         """Our upload cap in bytes/s (None: unlimited), for the choker's view."""
         self.choking = Choking(choker, settings)
         self.triggered_rechokes = self.choking.triggered_rechokes
-        self.requests = RequestPipeline(pieces, picker, settings.pipeline_depth)
+        self.requests = RequestPipeline(pieces, picker, settings.pipeline_depth,
+                                        queue_time=settings.request_queue_time,
+                                        max_depth=settings.max_pipeline_depth)
         self.our_handshake = wire.encode(wire.Handshake(info_hash=info_hash, peer_id=peer_id,
                                                     reserved=RESERVED))
         """The handshake we send on every connection."""
