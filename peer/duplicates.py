@@ -70,6 +70,9 @@ class Spares:
     def of_connection(self, cid: int) -> Spare | None:
         return self._by_cid.get(cid)
 
+    def of_peer(self, peer_id: bytes) -> Spare | None:
+        return self._by_peer.get(peer_id)
+
     def pop(self, peer_id: bytes) -> Spare | None:
         spare = self._by_peer.pop(peer_id, None)
         if spare is not None:

@@ -556,16 +556,18 @@ class Session:
             self.spares.pop(nbr.peer_id)
             if spare.have_then is not None:
                 return  # its close was logged when it was set aside
+            reason = "duplicate"  # whoever closed it first: it was never needed
         if not nbr.registered:
             self._log("conn_close", peer=nbr.peer or None, addr=nbr.addr, reason=reason,
                       up=0, down=0)
             return
         self._forget(nbr, reason, now)
-        spare = self.spares.pop(nbr.peer_id) if nbr.peer_id is not None else None
+        spare = self.spares.of_peer(nbr.peer_id) if nbr.peer_id is not None else None
         if spare is not None:
             # Never close the last connection to a neighbour as a duplicate: if the remote
             # closed this one, it kept the spare.
             if reason == "remote closed":
+                self.spares.pop(spare.nbr.peer_id or b"")
                 self._promote(spare, now)
             else:
                 self._close(spare.nbr, reason, now)

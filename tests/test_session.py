@@ -339,6 +339,19 @@ def test_a_neighbour_set_aside_for_a_crossed_duplicate_comes_back_if_the_other_c
     assert ours not in h.closed
 
 
+@pytest.mark.parametrize("remote", [2, 9])
+@pytest.mark.parametrize("grace_over", [False, True])
+def test_each_connection_of_a_crossed_pair_is_logged_closed_once(remote, grace_over):
+    h = make_session()
+    h.connect(remote, direction="out", now=0.0)
+    h.connect(remote, direction="in", now=0.5)
+    if grace_over:
+        h.take(h.session.housekeeping(0.5 + DUPLICATE_GRACE))
+    h.take(h.session.close_all("shutdown", 10.0))
+    reasons = sorted(c["reason"] for c in h.events("conn_close"))
+    assert reasons == ["duplicate", "shutdown"] and h.session.connection_count == 0
+
+
 def test_an_established_connection_is_never_replaced_by_a_duplicate():
     h = make_session()
     existing = h.connect(9, direction="in")
