@@ -194,6 +194,8 @@ class Supervisor:
             "seed": c.seed, "upload_rate": int(c.upload.rate or 0),
             "download_rate": int(c.download.rate or 0),
             "upload_rate_kib": kib(c.upload.rate), "download_rate_kib": kib(c.download.rate),
+            "upload_rate_kb": kib(c.upload.rate, 1000),
+            "download_rate_kb": kib(c.download.rate, 1000),
             "python": sys.executable, "repo": REPO,
         }
 

@@ -50,6 +50,10 @@ PLACEHOLDERS: dict[str, str] = {
     "download_rate": "the group's download capacity in bytes/s (0: unlimited)",
     "upload_rate_kib": "the upload capacity in whole KiB/s, rounded up (0: unlimited)",
     "download_rate_kib": "the download capacity in whole KiB/s, rounded up (0: unlimited)",
+    "upload_rate_kb": "the upload capacity in whole kB/s of 1000 bytes, rounded up (0: "
+                      "unlimited), for clients counting in those (Transmission)",
+    "download_rate_kb": "the download capacity in whole kB/s of 1000 bytes, rounded up (0: "
+                        "unlimited)",
     "python": "the testbed's Python interpreter",
     "repo": "the testbed's source tree (for bench/real_clients/lt_client.py)",
 }
@@ -96,12 +100,13 @@ def render_command(template: Sequence[str], values: Mapping[str, object]) -> lis
     return [word.format_map(text) for word in template]
 
 
-def kib(rate: float | None) -> int:
-    """A rate as whole KiB/s for a client's option, rounded up; 0 means unlimited (as both
-    aria2c's ``--max-*-limit`` and libtorrent's rate limits read 0)."""
+def kib(rate: float | None, unit: int = 1024) -> int:
+    """A rate as whole KiB/s (``unit`` 1024) or kB/s (1000) for a client's option, rounded up;
+    0 means unlimited (as aria2c's ``--max-*-limit``, libtorrent's rate limits and the
+    wrappers of Transmission and ctorrent read 0)."""
     if rate is None:
         return 0
-    return max(1, -(-int(rate) // 1024))
+    return max(1, -(-int(rate) // unit))
 
 
 def missing_programs(templates: Sequence[Sequence[str]]) -> list[str]:

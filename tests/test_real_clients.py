@@ -27,9 +27,18 @@ import time
 from pathlib import Path
 
 import pytest
+from real_client_helpers import (
+    TOPOLOGIES,
+    assert_all_complete,
+    assert_every_piece_came_from_the_seed,
+    assert_external_file_verifies,
+    events,
+    run_topology,
+    shipped,
+)
 
 from peer.errors import TestbedError
-from peer.metainfo import make_synthetic_torrent, read_torrent, verify_file
+from peer.metainfo import make_synthetic_torrent, verify_file
 from testbed.external import (
     ExternalPeerPlan,
     FileChecker,
@@ -42,9 +51,6 @@ from testbed.external import (
 )
 from testbed.run import RunOptions, execute_run
 from testbed.topology import TopologyError, expand, load_topology, parse_topology
-
-REPO = Path(__file__).resolve().parent.parent
-TOPOLOGIES = REPO / "topologies"
 
 needs_aria2 = pytest.mark.skipif(shutil.which("aria2c") is None,
                                  reason="aria2c not installed (apt-get install aria2)")
@@ -188,43 +194,6 @@ def test_info_hash_ahead_of_the_run_matches_the_run_torrent(tmp_path):
     assert experiment_info_hash(experiment) == metainfo.info_hash
 
 
-# --- integration helpers ---------------------------------------------------------------------
-
-
-def run_topology(text: str, out: Path, name: str = "t") -> dict:
-    experiment = expand(parse_topology(text, default_name=name))
-    result = execute_run(experiment, text, RunOptions(out=out, quiet=True, launcher="local"))
-    return result.summary
-
-
-def assert_all_complete(summary: dict, run: Path) -> None:
-    assert summary["status"] == "completed", (summary["reason"], _outputs(run))
-    assert summary["completed"] == summary["leechers"], (summary, _outputs(run))
-    assert summary["verified"] == summary["leechers"]
-    assert not summary["crashes"], (summary["crashes"], _outputs(run))
-
-
-def _outputs(run: Path) -> str:
-    return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-1500:]}"
-                      for p in sorted((run / "peers").glob("*.out")))
-
-
-def events(run: Path, peer: str, ev: str) -> list[dict]:
-    lines = (run / "peers" / f"{peer}.jsonl").read_text().splitlines()
-    return [r for r in map(json.loads, lines) if r["ev"] == ev]
-
-
-def assert_external_file_verifies(run: Path, peer: str) -> None:
-    torrent = next(run.glob("*.torrent"))
-    metainfo = read_torrent(torrent)
-    path = run / "external" / peer / metainfo.name
-    assert verify_file(path, metainfo) == []
-
-
-def shipped(name: str) -> str:
-    return (TOPOLOGIES / f"{name}.yaml").read_text()
-
-
 # --- 1. real clients download from testbed seeds ---------------------------------------------
 
 
@@ -258,21 +227,6 @@ def test_libtorrent_leechers_download_from_a_testbed_swarm(tmp_path):
 
 
 # --- 2. testbed leechers download from a real seed -------------------------------------------
-
-
-def assert_every_piece_came_from_the_seed(run: Path, leechers: list[str], *, pieces: int,
-                                          seed_id: str = "-TB0100-000000000000") -> None:
-    """The only seed is the real client: the first copy of every piece in the swarm came from
-    it (a leecher can pass on only what it has). A given leecher need not get blocks from it:
-    its neighbours may supply everything it lacks, and a seed is asked only for pieces started
-    from a seed or new ones (docs/policies.md)."""
-    arrivals = sorted((r["t"], r["index"], tuple(r["from"]))
-                      for peer in leechers for r in events(run, peer, "piece") if r["ok"])
-    first: dict[int, tuple[str, ...]] = {}
-    for _, index, senders in arrivals:
-        first.setdefault(index, senders)
-    assert len(first) == pieces
-    assert all(senders == (seed_id,) for senders in first.values()), first
 
 
 @pytest.mark.integration
