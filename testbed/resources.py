@@ -18,9 +18,11 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import psutil
+
+from peer.eventlog import LineFile
 
 SATURATED_CPU = 90.0
 """Host CPU percent (of all cores) above which a sample counts as saturated."""
@@ -56,12 +58,15 @@ class HostCpu:
 class ResourceSampler:
     """Appends one line per ``sample()`` to resources.jsonl and keeps the host CPU series.
 
+    A line that cannot be written (a full disk) is not left half-written: the OSError is
+    raised with the file ending at its last complete line.
+
     psutil's ``cpu_percent`` measures since the previous call on the same object, so process
     objects are cached by pid (a reused pid under another name gets a new object).
     """
 
     def __init__(self, path: Path | None) -> None:
-        self._file: IO[str] | None = open(path, "a", encoding="utf-8") if path else None  # noqa: SIM115
+        self._file: LineFile | None = LineFile(path) if path else None
         self._procs: dict[str, psutil.Process] = {}
         self.cpus = psutil.cpu_count() or os.cpu_count() or 1
         self.times: list[float] = []
@@ -99,8 +104,7 @@ class ResourceSampler:
         self.times.append(t)
         self.host_cpu.append(host)
         if self._file is not None:
-            self._file.write(json.dumps(record, separators=(",", ":")) + "\n")
-            self._file.flush()
+            self._file.write(json.dumps(record, separators=(",", ":")).encode() + b"\n")
         return record
 
     def close(self) -> None:

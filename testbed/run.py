@@ -4,8 +4,10 @@
 it creates the run directory (docs/run-directory.md), makes the content and the .torrent,
 starts the tracker, starts each peer at its arrival time and stops or kills it at its
 departure, follows every peer's event log, samples resources, ends on the end condition, the
-time limit, a signal or a tracker crash, stops every process (SIGTERM, then SIGKILL after a
-grace period, the tracker last) and writes summary.json last, atomically.
+time limit, a signal, a stall (testbed.stall) or a write error (testbed.diskspace), stops every
+process (SIGTERM, then SIGKILL after a grace period, the tracker last) and writes summary.json
+last, atomically, into room reserved for it when the run started. The tracker's own life (its
+death, planned outages) is testbed.tracker_control's; the summary's contents testbed.summary's.
 
 Time: t = 0 is the instant the tracker is launched (``run_start`` on the system-wide monotonic
 clock, handed to every process). A peer arriving at t = 0 starts as soon as the tracker listens.
@@ -13,7 +15,6 @@ clock, handed to every process). A peer arriving at t = 0 starts as soon as the 
 
 from __future__ import annotations
 
-import math
 import os
 import signal
 import sys
@@ -27,19 +28,30 @@ from typing import Any, Literal
 import trio
 
 from peer.errors import TestbedError
+from peer.eventlog import EXIT_WRITE_FAILED
+from peer.units import format_size
+from testbed.diskspace import (
+    LOW_SPACE,
+    SummaryReserve,
+    check_free_space,
+    describe_write_error,
+    free_bytes,
+    summary_reserve_size,
+)
 from testbed.experiment import Experiment
 from testbed.external import ExternalPeerPlan, missing_programs
 from testbed.launch import ForkServerLauncher, Launcher, LaunchError, LocalLauncher, ProcessHandle
 from testbed.peer_watch import LogTail, PeerState
 from testbed.progress import Mode, Progress, ProgressState, choose_mode
 from testbed.provenance import record_policy_sources
-from testbed.resources import ResourceSampler, summarize_cpu
+from testbed.resources import ResourceSampler
 from testbed.rundir import RunDir, collect_meta, create_run_dir, utc_now_iso, write_json_atomic
-from testbed.summary import rounded_or_none, time_stats, topology_bounds
+from testbed.stall import DEFAULT_GRACE, Stall, StallWatch, missing_pieces
+from testbed.summary import build_summary
+from testbed.tracker_control import Outage, RunFailed, TrackerControl
 
-Status = Literal["completed", "timed_out", "interrupted", "failed"]
+Status = Literal["completed", "timed_out", "stalled", "interrupted", "failed"]
 LauncherKind = Literal["fork", "local"]
-SUMMARY_SCHEMA = 1
 PLACEHOLDER_ANNOUNCE = "http://127.0.0.1:9/announce"
 """The .torrent is made before the tracker has a port; it is rewritten once it has one (the
 info dictionary, hence the info_hash, does not change)."""
@@ -80,10 +92,26 @@ class RunOptions:
     stop_grace: float = 3.0
     poll_period: float = 0.5
     sample_period: float = 1.0
+    stall_grace: float = DEFAULT_GRACE
+    """Seconds pieces must be missing from every live peer before the run is ``stalled``."""
 
 
-class RunFailed(Exception):
-    """The run cannot go on (the tracker did not start, a process could not be launched)."""
+def failure_message(exc: BaseException) -> str | None:
+    """The one line for a run that failed with ``exc`` (possibly a group from a nursery), or
+    None if it is a bug (an internal error, with its traceback)."""
+    leaves: list[BaseException] = []
+    stack = [exc]
+    while stack:
+        e = stack.pop()
+        if isinstance(e, BaseExceptionGroup):
+            stack.extend(reversed(e.exceptions))
+        else:
+            leaves.append(e)
+    if not leaves or not all(isinstance(e, RunFailed | LaunchError | TestbedError | OSError)
+                             for e in leaves):
+        return None
+    first = leaves[0]
+    return describe_write_error(first) if isinstance(first, OSError) else str(first)
 
 
 class Orchestrator:
@@ -102,10 +130,11 @@ class Orchestrator:
         else:
             self.launcher = LocalLauncher()
         self.run_start: float | None = None
-        self.tracker: ProcessHandle | None = None
-        self.tracker_exit: int | None = None
-        self.tracker_signalled = False
+        self.tracker_outages: tuple[Outage, ...] = tuple(
+            getattr(experiment, "tracker_outages", ()))
         self.num_pieces: int | None = None
+        self.stall_watch: StallWatch | None = None
+        self.stall: Stall | None = None
         self.status: Status | None = None
         self.reason = ""
         self.signal_received: int | None = None
@@ -117,6 +146,10 @@ class Orchestrator:
         self.progress = Progress("quiet" if options.quiet else mode)
         self._rate_window: deque[tuple[float, int]] = deque()
         self.crashes: dict[str, int] = {}
+        self.tracker = TrackerControl(
+            launcher=self.launcher, run=run, experiment=experiment,
+            argv=commands.tracker_argv, now=self.now, say=self.progress.message,
+            timeout=options.tracker_timeout)
 
     # -- the clock ----------------------------------------------------------------------------
 
@@ -166,11 +199,12 @@ class Orchestrator:
                         if isinstance(self.launcher, ForkServerLauncher):
                             await outer.start(self.launcher.run)
                         await self._body()
-                except (RunFailed, LaunchError, TestbedError, OSError) as exc:
-                    self.end("failed", str(exc))
                 except BaseException as exc:
-                    self.end("failed", f"internal error: {exc!r}")
-                    raise
+                    message = failure_message(exc)
+                    if message is None:
+                        self.end("failed", f"internal error: {exc!r}")
+                        raise
+                    self.end("failed", message)
                 finally:
                     with trio.CancelScope(shield=True):
                         await self._shutdown()
@@ -206,6 +240,7 @@ class Orchestrator:
 
         content, torrent, metainfo = await trio.to_thread.run_sync(make_content)
         self.num_pieces = metainfo.num_pieces
+        self.stall_watch = StallWatch(metainfo.num_pieces, self.options.stall_grace)
         if isinstance(self.launcher, ForkServerLauncher):
             await self.launcher.wait_ready()
 
@@ -213,7 +248,7 @@ class Orchestrator:
         self.meta["run_start_monotonic"] = self.run_start
         write_json_atomic(self.run.meta, self.meta)
         if self.experiment.tracker_url is None:
-            port = await self._start_tracker(torrent)
+            port = await self.tracker.start(torrent, self.run_start)
             tracker_url = f"http://{self.experiment.tracker_host}:{port}/announce"
             rewritten = build_metainfo(announce=tracker_url, name=metainfo.name,
                                        length=metainfo.length,
@@ -233,8 +268,11 @@ class Orchestrator:
             nursery.start_soon(self._schedule, nursery)
             nursery.start_soon(self._poll_logs)
             nursery.start_soon(self._sample_resources)
-            if self.tracker is not None:
-                nursery.start_soon(self._wait_tracker)
+            if self.tracker.handle is not None:
+                nursery.start_soon(self.tracker.watch)
+                if self.tracker_outages:
+                    nursery.start_soon(self.tracker.run_outages, self.tracker_outages,
+                                       self.sleep_until, self._stop, nursery)
             if time_limit is not None:
                 nursery.start_soon(self._time_limit, time_limit)
             self.check_end()
@@ -257,51 +295,6 @@ class Orchestrator:
                 torrent=torrent.name, log=f"peers/{plan.name}.jsonl", tracker=tracker_url,
                 run_start=run_start, content=seed_content)
             write_json_atomic(self.run.peer_config(plan.name), config.to_json())
-
-    async def _start_tracker(self, torrent: Path) -> int:
-        exp = self.experiment
-        assert self.run_start is not None
-        args = ["--host", exp.tracker_host, "--port", "0",
-                "--port-file", self.run.tracker_port.name, "--log", self.run.tracker_log.name,
-                "--torrent", torrent.name, "--interval", str(max(1, round(exp.announce_interval))),
-                "--run-start", repr(self.run_start), "--seed", str(exp.seed)]
-        self.tracker = await self.launcher.start(
-            "tracker", self.commands.tracker_argv(args), cwd=self.run.root,
-            output_path=self.run.tracker_out)
-        with trio.move_on_after(self.options.tracker_timeout):
-            while True:
-                try:
-                    text = self.run.tracker_port.read_text().strip()
-                except FileNotFoundError:
-                    text = ""
-                if text.isdigit():
-                    return int(text)
-                if self.tracker.returncode is not None:
-                    raise RunFailed(f"the tracker exited with code {self.tracker.returncode} "
-                                    f"before listening{self._output_tail(self.run.tracker_out)}")
-                await trio.sleep(0.02)
-        raise RunFailed(f"the tracker did not report its port within "
-                        f"{self.options.tracker_timeout:g} s"
-                        f"{self._output_tail(self.run.tracker_out)}")
-
-    @staticmethod
-    def _output_tail(path: Path, lines: int = 8) -> str:
-        try:
-            text = path.read_text(errors="replace").strip()
-        except OSError:
-            return ""
-        if not text:
-            return f" ({path.name} is empty)"
-        tail = "\n  ".join(text.splitlines()[-lines:])
-        return f"; {path.name} ends with:\n  {tail}"
-
-    async def _wait_tracker(self) -> None:
-        assert self.tracker is not None
-        code = await self.tracker.wait()
-        self.tracker_exit = code
-        if not self.tracker_signalled:
-            self.crashes["tracker"] = code
-            self.end("failed", f"the tracker exited with code {code}; see tracker.out")
 
     async def _time_limit(self, limit: float) -> None:
         await self.sleep_until(limit)
@@ -357,12 +350,25 @@ class Orchestrator:
         assert state.handle is not None
         code = await state.handle.wait()
         state.exit_code = code
+        name = state.plan.name
+        if code == EXIT_WRITE_FAILED and self.status is None:
+            self._read_logs([state])
+            self.end("failed", f"{name} could not write its event log (exit {code}): "
+                     f"{self._disk_state()}; peers/{name}.jsonl ends at its last complete line")
+            return
         if code != 0 and state.signalled is None:
-            self.crashes[state.plan.name] = code
-            self.progress.message(f"{state.plan.name} exited with code {code} "
-                                  f"(see peers/{state.plan.name}.out)")
+            self.crashes[name] = code
+            self.progress.message(f"{name} exited with code {code} (see peers/{name}.out)")
         self._read_logs([state])
         self.check_end()
+
+    def _disk_state(self) -> str:
+        free = free_bytes(self.run.root)
+        if free is None:
+            return "a write error"
+        if free < LOW_SPACE:
+            return f"disk full ({format_size(free)} free)"
+        return f"a write error ({format_size(free)} free now)"
 
     def _read_logs(self, peers: Sequence[PeerState] | None = None) -> None:
         for state in peers if peers is not None else self.peers:
@@ -375,8 +381,20 @@ class Orchestrator:
         while True:
             self._read_logs()
             self.check_end()
+            self._check_stall()
             self._show_progress()
             await trio.sleep(self.options.poll_period)
+
+    def _check_stall(self) -> None:
+        """End the run as ``stalled`` once no live peer has held some piece for the grace
+        period, with no seed left or to come (testbed.stall)."""
+        if (self.stall_watch is None or self.num_pieces is None or self.status is not None
+                or not self.experiment.end.all_complete):
+            return
+        stall = self.stall_watch.update(self.now(), missing_pieces(self.peers, self.num_pieces))
+        if stall is not None:
+            self.stall = stall
+            self.end("stalled", stall.reason())
 
     def _show_progress(self) -> None:
         t = self.now()
@@ -397,16 +415,27 @@ class Orchestrator:
         pids = {"orchestrator": os.getpid()}
         if isinstance(self.launcher, ForkServerLauncher) and self.launcher.zygote_pid:
             pids["forkserver"] = self.launcher.zygote_pid
-        if self.tracker is not None and self.tracker.returncode is None:
-            pids["tracker"] = self.tracker.pid
+        if self.tracker.handle is not None and self.tracker.handle.returncode is None:
+            pids["tracker"] = self.tracker.handle.pid
         for p in self.peers:
             if p.handle is not None and p.handle.returncode is None:
                 pids[p.plan.name] = p.handle.pid
         return pids
 
     async def _sample_resources(self) -> None:
+        """A resource sample a second; the run ends (``failed``) when its filesystem is about
+        to be full, before a log breaks, or when resources.jsonl cannot be written."""
         while True:
-            self.sampler.sample(self.now(), self.pids())
+            try:
+                self.sampler.sample(self.now(), self.pids())
+            except OSError as exc:
+                self.end("failed", describe_write_error(exc, self.run.resources.name))
+                return
+            free = free_bytes(self.run.root)
+            if free is not None and free < LOW_SPACE:
+                self.end("failed", f"disk full: {format_size(free)} free on the run "
+                         "directory's filesystem; stopped before the logs break")
+                return
             await trio.sleep(self.options.sample_period)
 
     # -- stopping -----------------------------------------------------------------------------
@@ -456,81 +485,14 @@ class Orchestrator:
             p.exit_code = p.handle.returncode
             if p.exit_code not in (0, None) and p.signalled is None:
                 self.crashes.setdefault(p.plan.name, p.exit_code)
-        if self.tracker is not None:
-            self.tracker_signalled = self.tracker_signalled or self.tracker.returncode is None
-            await self._stop([self.tracker])
-            self.tracker_exit = self.tracker.returncode
+        await self.tracker.stop(self._stop)
+        if self.tracker.crash is not None:
+            self.crashes["tracker"] = self.tracker.crash
 
     # -- the summary --------------------------------------------------------------------------
 
-    def _final_status(self) -> tuple[Status, str]:
-        """The run's status and reason; a peer that crashed fails an otherwise completed run
-        unless the topology tolerates crashes (a crash is not a departure)."""
-        status, reason = self.status or "failed", self.reason
-        peers_crashed = {k: v for k, v in self.crashes.items() if k != "tracker"}
-        if status == "completed" and peers_crashed and not self.experiment.end.tolerate_crashes:
-            crashed = ", ".join(f"{name} (exit {code})" for name, code in peers_crashed.items())
-            return "failed", (f"crashed: {crashed}; {reason} (end: {{tolerate_crashes: true}} "
-                              "accepts crashes)")
-        return status, reason
-
     def summary(self) -> dict[str, Any]:
-        exp = self.experiment
-        leechers = self.leechers
-        completion = {p.plan.name: round(p.complete_t - p.plan.arrival, 4)
-                      for p in leechers if p.complete_t is not None}
-        completed = len(completion)
-        makespan = None
-        if leechers and completed == len(leechers):
-            makespan = round(max(p.complete_t for p in leechers if p.complete_t is not None), 4)
-        d_p2p, d_cs = topology_bounds(exp)
-        groups: dict[str, dict[str, Any]] = {}
-        for p in leechers:
-            g = groups.setdefault(p.plan.group, {"leechers": 0, "times": []})
-            g["leechers"] += 1
-            if p.plan.name in completion:
-                g["times"].append(completion[p.plan.name])
-        group_stats = {name: {"leechers": g["leechers"], "completed": len(g["times"]),
-                              **time_stats(g["times"])} for name, g in groups.items()}
-        verified = sum(1 for p in leechers if p.complete_t is not None
-                       and self.num_pieces is not None and len(p.ok_pieces) == self.num_pieces)
-        duration = self.end_t if self.end_t is not None else (
-            self.now() if self.run_start is not None else 0.0)
-        cpu = summarize_cpu(self.sampler.times, self.sampler.host_cpu, duration)
-        exit_codes: dict[str, int | None] = {}
-        if self.tracker is not None:
-            exit_codes["tracker"] = self.tracker.returncode
-        for p in self.peers:
-            if p.handle is not None:
-                exit_codes[p.plan.name] = p.handle.returncode
-        status, reason = self._final_status()
-        return {
-            "schema": SUMMARY_SCHEMA,
-            "status": status,
-            "reason": reason,
-            "started_at": self.meta.get("started_at"),
-            "duration": round(duration, 3),
-            "peers": len(self.peers),
-            "started": sum(p.handle is not None for p in self.peers),
-            "leechers": len(leechers),
-            "completed": completed,
-            "verified": verified,
-            "hash_failures": sum(p.failed_pieces for p in self.peers),
-            "completion_times": completion,
-            "completion_stats": time_stats(list(completion.values())),
-            "groups": group_stats,
-            "makespan": makespan,
-            "bounds": {"d_p2p": rounded_or_none(d_p2p), "d_cs": rounded_or_none(d_cs)},
-            "makespan_over_d_p2p": (round(makespan / d_p2p, 3)
-                                    if makespan is not None and d_p2p and math.isfinite(d_p2p)
-                                    else None),
-            "cpu": cpu.to_json(),
-            "exit_codes": exit_codes,
-            "crashes": dict(self.crashes),
-            "crashes_tolerated": self.experiment.end.tolerate_crashes,
-            "signal": (signal.Signals(self.signal_received).name
-                       if self.signal_received is not None else None),
-        }
+        return build_summary(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -543,22 +505,34 @@ def execute_run(experiment: Experiment, topology_text: str, options: RunOptions,
                 commands: Commands | None = None) -> RunResult:
     """Run ``experiment`` (already validated and expanded) and write its run directory.
 
-    Raises TestbedError only before anything starts (the run directory cannot be created);
-    everything after ends in a summary.json with a status.
+    Raises TestbedError only before anything starts (an external program is missing, the disk
+    is clearly too small, the run directory cannot be created); everything after ends in a
+    summary.json with a status.
     """
     missing = missing_programs([p.command for p in experiment.peers
                                 if isinstance(p, ExternalPeerPlan)])
     if missing:
         raise TestbedError(f"external client program not found on PATH: {', '.join(missing)} "
                            "(install it, or remove its group from the topology)")
+    if getattr(experiment, "tracker_outages", ()) and experiment.tracker_url is not None:
+        raise TestbedError("tracker outages need the testbed's own tracker: remove tracker.url "
+                           "or tracker.outages")
+    time_limit = options.time_limit if options.time_limit is not None \
+        else experiment.end.time_limit
+    check_free_space(experiment, options.out or options.runs_root, time_limit)
     run = create_run_dir(experiment.name, out=options.out, runs_root=options.runs_root)
-    run.topology.write_text(topology_text)
-    write_json_atomic(run.experiment, experiment.to_json())
-    started_at = utc_now_iso()
-    meta = collect_meta(command=list(options.command), seed=experiment.seed,
-                        started_at=started_at, run_start_monotonic=None)
-    meta["policies"] = record_policy_sources(run.root, experiment)  # before any peer loads one
-    write_json_atomic(run.meta, meta)
+    try:
+        # First, before the content and the logs can fill the disk.
+        reserve = SummaryReserve.create(run.root, summary_reserve_size(experiment))
+        run.topology.write_text(topology_text)
+        write_json_atomic(run.experiment, experiment.to_json())
+        started_at = utc_now_iso()
+        meta = collect_meta(command=list(options.command), seed=experiment.seed,
+                            started_at=started_at, run_start_monotonic=None)
+        meta["policies"] = record_policy_sources(run.root, experiment)  # before a peer loads one
+        write_json_atomic(run.meta, meta)
+    except OSError as exc:
+        raise TestbedError(f"{run.root}: {describe_write_error(exc)}") from None
     orchestrator = Orchestrator(experiment, run, options, commands or Commands(), meta)
     try:
         trio.run(orchestrator.main)
@@ -569,5 +543,9 @@ def execute_run(experiment: Experiment, topology_text: str, options: RunOptions,
         orchestrator.signal_received = orchestrator.signal_received or signal.SIGINT
     finally:
         summary = orchestrator.summary()
-        write_json_atomic(run.summary, summary)
+        try:
+            reserve.write_summary(run.summary, summary)
+        except OSError as exc:
+            raise TestbedError(f"{run.root}: {describe_write_error(exc, 'summary.json')}") \
+                from None
     return RunResult(run.root, summary)
