@@ -14,7 +14,8 @@ import pytest
 import trio
 from peer_helpers import RawPeer, events, make_node, make_torrent, peer_config, peer_id
 
-from peer.config import ProtocolSettings
+from peer import wire
+from peer.config import BLOCK_SIZE, ProtocolSettings
 from peer.eventlog import EventLog, RunClock
 from peer.node import Node
 from tracker.server import serve_tracker
@@ -132,3 +133,41 @@ async def test_an_idle_connection_flood_at_the_cap_does_not_lock_out_an_honest_p
     assert [c["reason"] for c in dropped] == ["idle at the neighbour cap"]
     assert dropped[0]["peer"] == "-XX0000-idle00000000"  # the longest idle
     assert events(records, "counters")[-1]["refused"] == {"neighbour cap": 1}
+
+
+@pytest.mark.parametrize("remote_id", ["-XX0000-crossed00000", "-AA0000-crossed00000"],
+                         ids=["we-are-smaller", "they-are-smaller"])
+async def test_crossed_dials_with_a_remote_that_keeps_the_other_connection(tmp_path, remote_id):
+    # The node dials the remote just as the remote dials the node; the remote follows the
+    # opposite rule (as aria2 did) and closes the connection the node would keep. The node's
+    # other connection takes over, so the two stay neighbours.
+    content, path, metainfo = make_torrent(tmp_path, size=SIZE, piece_length=PIECE)
+    num, info_hash = metainfo.num_pieces, metainfo.info_hash
+    seed = make_node(peer_config(name="s", index=1, torrent=path, role="seed", content=content,
+                                 log=tmp_path / "s.jsonl", protocol=SETTINGS))
+    we_are_smaller = peer_id(1) < remote_id
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(seed.run)
+            listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+            seed._dial([("127.0.0.1", listeners[0].socket.getsockname()[1])])
+            dialled = RawPeer(await listeners[0].accept(), num)  # the node's "out"
+            await dialled.handshake(info_hash, remote_id)
+            await dialled.expect(wire.Bitfield)  # the node took it as the neighbour
+            ours = await RawPeer.connect(port, num)  # the node's "in", a moment later
+            await ours.handshake(info_hash, remote_id)
+            # The node keeps the connection dialled by the smaller id; the remote keeps the
+            # other one and closes this one.
+            kept_by_node, kept_by_remote = (dialled, ours) if we_are_smaller else (ours, dialled)
+            await kept_by_node.aclose()
+            if we_are_smaller:
+                await kept_by_remote.expect(wire.Bitfield)  # the spare took over
+            await kept_by_remote.send(wire.Interested())
+            await kept_by_remote.expect(wire.Unchoke)
+            await kept_by_remote.send(wire.Request(index=2, begin=0, length=BLOCK_SIZE))
+            block = await kept_by_remote.expect(wire.Piece)
+            assert block.block == content.read_bytes()[2 * PIECE:2 * PIECE + BLOCK_SIZE]
+            nursery.cancel_scope.cancel()
+    # Logged as neighbour (out), then the winner, then back to the one the remote kept.
+    dirs = [o["dir"] for o in events(seed.log.records, "conn_open")]
+    assert dirs == (["out", "in"] if we_are_smaller else ["out", "in", "out"])
