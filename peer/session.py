@@ -537,6 +537,8 @@ class Session:
         self._register(nbr, spare.reserved, spare.have_then, now)
         try:
             for message in spare.held:
+                if not nbr.registered:
+                    return  # closed on the way (both seeds)
                 if isinstance(message, wire.Piece):
                     self._on_block(nbr, message, now)
                 else:

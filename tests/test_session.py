@@ -339,6 +339,17 @@ def test_a_neighbour_set_aside_for_a_crossed_duplicate_comes_back_if_the_other_c
     assert ours not in h.closed
 
 
+def test_a_spare_closed_while_its_held_messages_are_replayed_takes_no_more_of_them():
+    h = make_session(seed=True)
+    ours = h.connect(9, direction="out")
+    theirs = h.connect(9, direction="in", now=0.1)
+    everything = wire.Bitfield(bits=wire.bits_from_flags(ALL))
+    h.deliver(theirs, everything, everything, now=0.2)  # aria2 repeats its bitfield
+    h.take(h.session.connection_closed(ours, "remote closed", 0.3))
+    assert h.closed == {theirs: "both seeds"}
+    assert h.session.pieces.availability == [0] * NUM
+
+
 @pytest.mark.parametrize("remote", [2, 9])
 @pytest.mark.parametrize("grace_over", [False, True])
 def test_each_connection_of_a_crossed_pair_is_logged_closed_once(remote, grace_over):
