@@ -20,6 +20,15 @@ class CloseConnection(Exception):
         self.reason = reason
 
 
+class Refused(Exception):
+    """Refuse a connection before it is a neighbour (at the cap, or a banned peer): closed
+    and counted in the ``counters`` events, not logged one line each."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 @dataclass(frozen=True, slots=True)
 class Send:
     """Queue wire bytes for a connection. ``lazy``: they may wait for the next send or the

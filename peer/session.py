@@ -29,6 +29,7 @@ from peer.actions import (
     Completed,
     Log,
     RechokeSoon,
+    Refused,
     Send,
     UploadQueued,
 )
@@ -195,7 +196,7 @@ class Session:
             self._accept_handshake(nbr, handshake, now)
         except CloseConnection as exc:
             self._close(nbr, exc.reason, now)
-        except _Refused as exc:
+        except Refused as exc:
             self._refuse(nbr, exc.reason)
         return self._flush()
 
@@ -210,11 +211,11 @@ class Session:
         if nbr.direction == "out":
             host, _, port = nbr.addr.rpartition(":")
             if self.trust.is_banned_address((host, int(port))):
-                raise _Refused("banned")  # dialled before the ban
+                raise Refused("banned")  # dialled before the ban
             self.addresses.learn((host, int(port)), peer_id)
         if self.trust.is_banned(nbr.peer):
             self.addresses.ban(nbr.peer)  # a new address of a banned peer, maybe
-            raise _Refused("banned")
+            raise Refused("banned")
         existing = self.neighbours.get(peer_id)
         if existing is not None:
             # Both sides may dial each other at once (peer/duplicates.py): the loser waits.
@@ -228,7 +229,7 @@ class Session:
             self._over_cap.discard(nbr.cid)
             idle = idle_longest_first(self.neighbours.values(), now, self._idle_after)
             if not idle:
-                raise _Refused("neighbour cap")
+                raise Refused("neighbour cap")
             self._close(idle[0], "idle at the neighbour cap", now)
         self._register(nbr, handshake.reserved, None, now)
 
@@ -605,10 +606,3 @@ class Session:
         self._out = []
         return out
 
-
-class _Refused(Exception):
-    """Refuse this connection before it is a neighbour: closed and counted, not logged."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
