@@ -172,14 +172,20 @@ def _kind(value: object) -> str:
             dict: "a dictionary"}.get(type(value), type(value).__name__)
 
 
-def _announce_problem(announce: str) -> str | None:
-    """Why ``announce`` is not a URL of an HTTP tracker (BEP 3), or None."""
+TRACKER_SCHEMES = ("http", "https", "udp")
+"""What a .torrent we write may announce to: HTTP trackers (BEP 3) and UDP trackers (BEP 15)."""
+
+
+def _announce_problem(announce: str, schemes: tuple[str, ...] | None = None) -> str | None:
+    """Why ``announce`` is not a tracker URL (``scheme://host...``, the scheme one of
+    ``schemes`` when given), or None. Reading takes any scheme: a peer told another tracker
+    (``--tracker``) never uses the file's, and the peer's tracker client judges its own."""
     try:
         url = urlsplit(announce)
     except ValueError as exc:  # "Invalid IPv6 URL", NFKC-unsafe characters in the host, ...
-        return f"must be an http:// tracker URL, got {announce!r} ({exc})"
-    if url.scheme not in ("http", "https") or not url.netloc:
-        return f"must be an http:// tracker URL, got {announce!r}"
+        return f"must be a tracker URL (http:// or udp://), got {announce!r} ({exc})"
+    if not url.scheme or not url.netloc or (schemes is not None and url.scheme not in schemes):
+        return f"must be a tracker URL (http:// or udp://), got {announce!r}"
     return None
 
 
@@ -245,7 +251,8 @@ def make_synthetic_torrent(out_dir: str | Path, *, size: int, seed: int,
     problem = _name_problem(name) if isinstance(name, str) else "must be a string"
     if problem:
         raise MetainfoError(problem, "info.name")
-    problem = _announce_problem(announce) if isinstance(announce, str) else "must be a string"
+    problem = (_announce_problem(announce, TRACKER_SCHEMES) if isinstance(announce, str)
+               else "must be a string")
     if problem:
         raise MetainfoError(problem, "announce")
     out = Path(out_dir)

@@ -44,7 +44,7 @@ from peer.metainfo import Metainfo, read_torrent
 from peer.pieces import PieceState
 from peer.policy import build_choker, build_picker
 from peer.session import Session
-from peer.tracker_client import Address, AnnounceRequest, AnnounceSchedule, announce
+from peer.tracker_client import Address, AnnounceRequest, AnnounceSchedule, TrackerClient
 
 HANDSHAKE_TIMEOUT = 10.0
 DIAL_TIMEOUT = 5.0
@@ -91,6 +91,8 @@ class Node:
         self._rechoke_pending = False
         self._announce_now = trio.Event()
         self.tracker_url = config.tracker or self.metainfo.announce
+        self.tracker = TrackerClient(self.tracker_url,
+                                     rng=random.Random(f"tracker {config.seed}"))
 
     @property
     def pieces(self) -> PieceState:
@@ -301,7 +303,7 @@ class Node:
             info_hash=session.info_hash, peer_id=session.peer_id, port=self.listen_port,
             uploaded=session.uploaded, downloaded=session.downloaded, left=session.bytes_left,
             numwant=self.config.protocol.numwant, event=event)
-        response, record = await announce(self.tracker_url, request)
+        response, record = await self.tracker.announce(request)
         self.log.emit("announce", **record)
         if response is None or response.peers is None:
             return None

@@ -1,13 +1,17 @@
-"""The peer's side of the tracker protocol: BEP 3 announces, BEP 23 compact peer lists.
+"""The peer's side of the tracker protocol: BEP 3 announces over HTTP, BEP 15 over UDP, BEP 23
+compact peer lists, and when to announce (``AnnounceSchedule``).
 
 Building the query (``announce_query``) and reading the answer (``parse_announce_response``)
-are pure functions; ``http_get`` is the only I/O, and ``announce`` joins them under a timeout,
-turning every failure into the ``announce`` log record instead of an exception: an unreachable
-tracker is something a peer retries, not a reason to stop.
+are pure functions, as is the UDP protocol (``peer/udp_tracker.py``); ``http_get`` and
+``TrackerClient._udp_exchange`` are the only I/O. ``TrackerClient.announce`` turns every
+failure into the ``announce`` log record instead of an exception: an unreachable tracker is
+something a peer retries, not a reason to stop.
 """
 
 from __future__ import annotations
 
+import random
+import socket
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote_from_bytes, urlsplit
@@ -18,13 +22,20 @@ import trio
 from peer import bencode
 from peer.bencode import Bencodable
 from peer.config import ProtocolSettings
-from peer.errors import BencodeError
+from peer.errors import BencodeError, ConfigError
+from peer.udp_tracker import AnnounceReply, UdpAnnouncer, UdpTrackerError
 
 ANNOUNCE_TIMEOUT = 5.0
 """Seconds an announce may take, connection included, before it counts as failed."""
 USER_AGENT = "bt-testbed/0.1"
 SHORT_ANNOUNCE_FLOOR = 5.0
 """Seconds: a peer short of neighbours announces at most this often unless told otherwise."""
+
+UDP_TIMEOUT_CAP = 2.0
+"""Seconds a UDP tracker request waits before it is sent again: BEP 15's 15 x 2^n capped for
+runs that last minutes (loopback loses no datagram; a silent tracker is retried by the node)."""
+UDP_ATTEMPTS = 3
+"""Sends of one UDP request before the announce counts as failed."""
 
 Address = tuple[str, int]
 
@@ -188,6 +199,67 @@ async def announce(url: str, request: AnnounceRequest
         error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         return None, announce_record(request.event, None, error)
     return response, announce_record(request.event, response)
+
+
+class TrackerClient:
+    """Announces to one tracker: ``http://`` (BEP 3) or ``udp://host:port`` (BEP 15).
+
+    A UDP tracker's connection id is kept between announces (reused for 60 s, BEP 15). A URL of
+    another scheme is a ConfigError at once, so a peer refuses it before starting.
+    """
+
+    def __init__(self, url: str, *, rng: random.Random) -> None:
+        self.url = url
+        try:
+            parts = urlsplit(url)
+            port = parts.port
+        except ValueError as exc:
+            raise ConfigError(f"not a tracker URL: {url!r} ({exc})", "tracker") from None
+        self._udp: UdpAnnouncer | None = None
+        if parts.scheme == "udp" and parts.hostname and port:
+            self._udp_address = (parts.hostname, port)
+            self._udp = UdpAnnouncer(rng=rng, timeout_cap=UDP_TIMEOUT_CAP,
+                                     max_attempts=UDP_ATTEMPTS)
+        elif parts.scheme != "http" or not parts.hostname:
+            raise ConfigError(f"must be an http://host[:port]/path or udp://host:port tracker "
+                              f"URL, got {url!r}", "tracker")
+
+    async def announce(self, request: AnnounceRequest
+                       ) -> tuple[AnnounceResponse | None, dict[str, Any]]:
+        """Announce once: the decoded answer (None if it failed) and the log record."""
+        if self._udp is None:
+            return await announce(self.url, request)
+        try:
+            reply = await self._udp_exchange(self._udp, request)
+        except (OSError, UdpTrackerError) as exc:
+            error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            return None, announce_record(request.event, None, error)
+        response = AnnounceResponse(peers=reply.peers, interval=reply.interval,
+                                    complete=reply.seeders, incomplete=reply.leechers)
+        return response, announce_record(request.event, response)
+
+    async def _udp_exchange(self, udp: UdpAnnouncer, request: AnnounceRequest) -> AnnounceReply:
+        """Connect (unless the connection id is fresh) and announce, resending on timeouts."""
+        host, port = self._udp_address
+        infos = await trio.socket.getaddrinfo(host, port, family=socket.AF_INET,
+                                              type=socket.SOCK_DGRAM)
+        with trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            await sock.connect(infos[0][4])
+            datagram = udp.begin(request, trio.current_time())
+            while True:
+                await sock.send(datagram)
+                while True:
+                    with trio.move_on_at(udp.deadline):
+                        answer = udp.datagram_received(await sock.recv(65536),
+                                                       trio.current_time())
+                        if isinstance(answer, AnnounceReply):
+                            return answer
+                        if answer is None:
+                            continue  # not an answer to our request: keep waiting
+                        datagram = answer
+                        break
+                    datagram = udp.timed_out(trio.current_time())
+                    break
 
 
 async def http_get(url: str, query: str) -> bytes:

@@ -8,9 +8,8 @@ import pytest
 import trio
 from peer_helpers import TrioRunClock, events, make_node, make_torrent, peer_config
 
-import peer.node
 from peer.config import FALLBACK_ANNOUNCE_INTERVAL, ProtocolSettings
-from peer.tracker_client import AnnounceResponse, AnnounceSchedule
+from peer.tracker_client import AnnounceResponse, AnnounceSchedule, TrackerClient
 
 
 def answer(interval: object = 30, min_interval: object = None) -> AnnounceResponse:
@@ -63,10 +62,10 @@ async def announce_times(tmp_path, monkeypatch, protocol, response, seconds=65,
                          neighbours=lambda t: 0):
     """Run a lone leecher for ``seconds`` against a stand-in tracker; its announce times.
     ``neighbours(t)`` stands for its neighbour count at run time t."""
-    async def fake_announce(url, request):
+    async def fake_announce(client, request):
         return response, {"event": request.event, "ok": True}
 
-    monkeypatch.setattr(peer.node, "announce", fake_announce)
+    monkeypatch.setattr(TrackerClient, "announce", fake_announce)
     _, path, _ = make_torrent(tmp_path)
     node = make_node(peer_config(name="p1", index=1, torrent=path, role="leecher",
                                  log=tmp_path / "p1.jsonl", protocol=protocol,

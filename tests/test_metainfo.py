@@ -50,7 +50,7 @@ INVALID = [
     (torrent(info_length=b"1"), "info.length", "must be an integer"),
     (torrent(announce=None), "announce", "missing"),
     (torrent(announce=5), "announce", "must be a byte string"),
-    (torrent(announce=b"udp://tracker:80"), "announce", "http://"),
+    (torrent(announce=b"tracker:80"), "announce", "http://"),
     (torrent(announce=b"http:///announce"), "announce", "http://"),
     (torrent(announce=b"\xff\xfe"), "announce", "UTF-8"),
     (torrent(info=None), "info", "missing"),
@@ -212,7 +212,7 @@ def test_make_synthetic_torrent_is_deterministic(tmp_path):
 @pytest.mark.parametrize(
     ("kwargs", "error", "fragment"),
     [({"name": "../x"}, MetainfoError, "info.name"),
-     ({"announce": "udp://t:1"}, MetainfoError, "announce"),
+     ({"announce": "wss://t:1"}, MetainfoError, "announce"),
      ({"size": 0}, ConfigError, "size"),
      ({"seed": -1}, ConfigError, "seed"),
      ({"piece_length": 1000}, ConfigError, "piece_length"),
