@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from peer.config import PeerConfig, PolicySpec, ProtocolSettings, RateLimit
+
+if TYPE_CHECKING:
+    from testbed.topology import TrackerOutage
 
 DepartureKind = Literal["never", "on_completion", "after_completion", "at", "killed"]
 
@@ -102,6 +105,8 @@ class Experiment:
     """An external tracker's announce URL; None starts the testbed's own tracker."""
     announce_interval: float = 30.0
     """The ``interval`` the testbed's tracker tells peers."""
+    tracker_outages: tuple[TrackerOutage, ...] = ()
+    """When the testbed's tracker is down (``tracker.outages``)."""
     policy_files: tuple[tuple[str, str], ...] = ()
     """Policy files the peers load from the run directory: (copy, source) pairs, the copy
     relative to the run directory (``policies/mine.py``), the source the absolute path it is

@@ -141,6 +141,15 @@ class GroupSpec:
     """A real client's command template: the group's peers are external (testbed.external)."""
 
 
+@dataclass(frozen=True, slots=True)
+class TrackerOutage:
+    """The testbed's tracker is down from run time ``at`` for ``duration`` seconds (it is stopped,
+    then restarted on the same port: testbed.tracker_control)."""
+
+    at: float
+    duration: float
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Topology:
     """A topology file, checked: what ``expand`` turns into an ``Experiment`` for one seed."""
@@ -160,6 +169,7 @@ class Topology:
     announce_interval: float
     groups: tuple[GroupSpec, ...]
     end: EndCondition
+    tracker_outages: tuple[TrackerOutage, ...] = ()
 
     @property
     def peer_count(self) -> int:
@@ -234,6 +244,7 @@ def expand(topology: Topology, seed: int | None = None) -> Experiment:
         name=topology.name, seed=run_seed, content=content, peers=tuple(peers), end=topology.end,
         tracker_url=topology.tracker_url, announce_interval=topology.announce_interval,
         policy_files=tuple((copy, source) for source, copy in copies.items()),
+        tracker_outages=topology.tracker_outages,
     )
 
 
@@ -253,7 +264,7 @@ def _peer_seed(run_seed: int, index: int) -> int:
 
 _TOP_KEYS = ("name", "seed", "content", "protocol", "tracker", "groups", "end", "max_peers")
 _CONTENT_KEYS = ("size", "piece_size", "seed", "name")
-_TRACKER_KEYS = ("announce_interval", "numwant", "url")
+_TRACKER_KEYS = ("announce_interval", "numwant", "url", "outages")
 _GROUP_KEYS = ("name", "count", "role", "upload", "download", "choker", "picker", "protocol",
                "arrival", "departure", "command")
 _TESTBED_ONLY_KEYS = ("choker", "picker", "protocol")
@@ -297,6 +308,7 @@ class _TopologyChecker(PolicyChecker):
             "tracker.announce_interval", positive=True)
         self.within(announce_interval, "tracker.announce_interval", TIMER_BOUNDS, "s")
         url = self.tracker_url(tracker.get("url"))
+        outages = self.tracker_outages(tracker.get("outages", []), url)
         protocol = self.global_protocol(_or_empty(top.get("protocol")), tracker)
         max_peers = self.integer(top.get("max_peers", DEFAULT_MAX_PEERS), "max_peers", 2,
                                  MAX_PEERS_CEILING)
@@ -306,6 +318,7 @@ class _TopologyChecker(PolicyChecker):
         return Topology(
             name=name, file=self.file, text=text, seed=seed, **content, protocol=protocol,
             tracker_url=url, announce_interval=announce_interval, groups=groups, end=end,
+            tracker_outages=outages,
         )
 
     def content(self, value: Any) -> dict[str, Any]:
@@ -330,6 +343,26 @@ class _TopologyChecker(PolicyChecker):
                                  "a file name: letters, digits, '_', '-' and '.'")
         return {"content_size": size, "piece_size": piece_size, "content_seed": content_seed,
                 "content_name": content_name}
+
+    def tracker_outages(self, value: Any, url: str | None) -> tuple[TrackerOutage, ...]:
+        """``tracker.outages``: ``[{at: s, for: s}, ...]``, in time order, not overlapping."""
+        path = "tracker.outages"
+        if not isinstance(value, list):
+            self.fail(path, f"must be a list of {{at: s, for: s}}, got {describe(value)}")
+        if value and url is not None:
+            self.fail(path, "outages stop and restart the testbed's own tracker: remove "
+                            "tracker.url to use them")
+        outages: list[TrackerOutage] = []
+        for i, item in enumerate(value):
+            where = f"{path}[{i}]"
+            spec = self.mapping(item, where, ("at", "for"), required=("at", "for"))
+            at = self.duration(spec["at"], f"{where}.at")
+            duration = self.duration(spec["for"], f"{where}.for", positive=True)
+            if outages and at < outages[-1].at + outages[-1].duration:
+                self.fail(f"{where}.at", f"starts at {at:g} s, before the previous outage "
+                                         "ends: list outages in time order, apart")
+            outages.append(TrackerOutage(at=at, duration=duration))
+        return tuple(outages)
 
     def tracker_url(self, value: Any) -> str | None:
         if value is None:
