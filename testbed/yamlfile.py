@@ -57,7 +57,12 @@ class InputFileError(TestbedError, ValueError):
         where = self.file or self.unnamed
         if self.line is not None:
             where = f"{where}:{self.line}"
-        return f"{where}: {self.key}: {self.message}" if self.key else f"{where}: {self.message}"
+        text = f"{where}: {self.key}: {self.message}" if self.key else f"{where}: {self.message}"
+        return text.translate(_ONE_LINE)  # a key or value quoted from the file may hold "\n"
+
+
+_ONE_LINE = {c: f"\\x{c:02x}" for c in [*range(32), 127] if chr(c) != "\t"} | {
+    10: "\\n", 13: "\\r"}
 
 
 def read_text_file(path: str | Path, what: str, error: type[InputFileError]) -> str:
@@ -109,8 +114,9 @@ def read_yaml(text: str, file: str, *, error: type[InputFileError], empty: str) 
     expanded."""
     if len(text) > MAX_FILE_BYTES:
         raise error(f"larger than {MAX_FILE_BYTES // 1024} KiB: too large to read", file=file)
-    loader = _BoundedLoader(text)
+    loader = None
     try:
+        loader = _BoundedLoader(text)  # reads the text: may raise a ReaderError
         root = loader.get_single_node()
     except _TooDeep as exc:
         raise error(f"nested more than {MAX_NESTING} levels deep (mappings and lists)",
@@ -118,10 +124,15 @@ def read_yaml(text: str, file: str, *, error: type[InputFileError], empty: str) 
     except yaml.MarkedYAMLError as exc:
         raise error(f"YAML syntax: {_syntax_problem(exc)}", file=file,
                     line=_mark_line(exc.problem_mark or exc.context_mark)) from None
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, exc.position) + 1
+        raise error(f"character U+{exc.character:04X} is not allowed in YAML (control "
+                    "characters are not)", file=file, line=line) from None
     except yaml.YAMLError as exc:
-        raise error(f"YAML: {exc}", file=file) from None
+        raise error(f"YAML: {' '.join(str(exc).split())}", file=file) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     if root is None:
         raise error(empty, file=file, line=1)
     return _Converter(file, error, aliases=loader.aliases).document(root)
@@ -229,6 +240,17 @@ class _Converter:
             items.append(self.convert(item, child))
         return items
 
+    def key_kind(self, node: yaml.Node) -> str:
+        """What a key that is not a name is, without building it (it may be an alias bomb)."""
+        if isinstance(node, yaml.MappingNode):
+            return "a mapping"
+        if isinstance(node, yaml.SequenceNode):
+            return "a list"
+        try:
+            return describe(self.scalars.construct_object(node))
+        except (yaml.YAMLError, ValueError):
+            return f"a value tagged {node.tag}"
+
     def mapping(self, node: yaml.MappingNode, path: str) -> dict[str, Any]:
         if node.tag != _MAP_TAG:
             self.fail(path, node, f"unsupported YAML tag {node.tag}")
@@ -238,8 +260,8 @@ class _Converter:
                 if isinstance(key_node, yaml.ScalarNode) and key_node.value == "<<":
                     self.fail(path, key_node,
                               "YAML merge keys (<<) are not supported: write the keys out")
-                self.fail(path, key_node, "keys must be names (text), "
-                          f"got {describe(self.scalars.construct_object(key_node))}")
+                self.fail(path, key_node,
+                          f"keys must be names (text), got {self.key_kind(key_node)}")
             key = key_node.value
             child = f"{path}.{key}" if path else key
             if key in result:
@@ -266,7 +288,9 @@ def describe(value: Any) -> str:
     if isinstance(value, list):
         return "a list"
     if isinstance(value, str):
-        return f"'{value}'"
+        # One line, and short: a message quotes what it refuses, not a whole stray document.
+        text = value if value.isprintable() else repr(value)[1:-1]
+        return f"'{text[:77]}...'" if len(text) > 80 else f"'{text}'"
     if isinstance(value, int | float):
         return f"{value!r}"
     return f"{value!r} ({type(value).__name__})"
