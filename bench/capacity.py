@@ -8,9 +8,10 @@ Issue 13, item 1. Each round runs the same swarm twice, interleaved (testbed, th
 pieces, everyone arriving at once and staying until every leecher is done.
 
 - testbed: ``testbed run topologies/flash_crowd.yaml --seed <round>`` (a generated topology of
-  the same shape when --leechers or --size differ). CPU: every peer process's, from
-  resources.jsonl (bench/flash_crowd.py's measure: tracker, orchestrator and fork server
-  excluded).
+  the same shape when --leechers or --size differ). CPU: every peer process's user + system
+  time, read from /proc while the run goes on (each peer's last reading before it stops; a
+  forked peer's counters start at its fork); the figure bench/flash_crowd.py takes from
+  resources.jsonl (psutil percentages, once a second) is printed beside it.
 - libtorrent: one process per peer, each a libtorrent session (bench/lt_swarm_peer.py) with the
   testbed's tracker (``python -m tracker``). Every address is put in libtorrent's global peer
   class so the rate limits hold on loopback; the benchmark checks them: each peer's upload over
@@ -45,6 +46,7 @@ import psutil
 
 from bench.bench_scale import flash_crowd
 from bench.flash_crowd import measure
+from bench.idle_cost import PEER_SKIP, read_samples
 from bench.swarm_util import start_tracker
 from peer.metainfo import make_synthetic_torrent
 from peer.units import parse_size
@@ -142,9 +144,18 @@ def run_testbed(work: Path, round_no: int, leechers: int, size: int) -> RunResul
                                         f"{SEED_UPLOAD_KIB}KiB/s", f"{size}B", TIME_LIMIT))
     out = work / "run"
     load0 = os.getloadavg()[0]
-    subprocess.run([sys.executable, "-m", "testbed.cli", "run", str(topology), "--seed",
-                    str(round_no), "--out", str(out), "--quiet", "--no-analyze"],
-                   cwd=ROOT, check=False, stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen([sys.executable, "-m", "testbed.cli", "run", str(topology),
+                             "--seed", str(round_no), "--out", str(out), "--quiet",
+                             "--no-analyze"], cwd=ROOT, stdout=subprocess.DEVNULL)
+    # Besides resources.jsonl (psutil percentages, once a second), read every peer's own CPU
+    # counters from /proc while it runs: user and system apart, from its fork on.
+    last: dict[int, tuple[float, float]] = {}
+    while proc.poll() is None:
+        samples = read_samples(out)
+        for name, p in (samples[-1]["procs"] if samples else {}).items():
+            if name not in PEER_SKIP and (times := proc_cpu_times(p["pid"])) is not None:
+                last[p["pid"]] = times
+        time.sleep(0.25)
     m = measure(out)
     summary = json.loads((out / "summary.json").read_text())
     completed = int(summary.get("completed") or 0)
@@ -156,9 +167,21 @@ def run_testbed(work: Path, round_no: int, leechers: int, size: int) -> RunResul
                 for s in _resources(out)) for name in summary["completion_times"]]
     if peak:
         notes.append(f"peak RSS per leecher median {statistics.median(peak) / 1e6:.0f} MB")
-    return RunResult("testbed", float(m["makespan"]), d_p2p(size, leechers),
-                     float(m["cpu_per_mib"]) * delivered, delivered, completed, leechers,
-                     (load0, os.getloadavg()[0]), notes)
+    user, system = (sum(t[i] for t in last.values()) for i in (0, 1))
+    notes.append(f"user {user:.1f} s, system {system:.1f} s (/proc); from resources.jsonl "
+                 f"{float(m['cpu_per_mib']):.4f} s/MiB")
+    return RunResult("testbed", float(m["makespan"]), d_p2p(size, leechers), user + system,
+                     delivered, completed, leechers, (load0, os.getloadavg()[0]), notes)
+
+
+def proc_cpu_times(pid: int) -> tuple[float, float] | None:
+    """User and system CPU seconds of a live process, from /proc (None once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    ticks = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / ticks, int(fields[12]) / ticks
 
 
 def _resources(run_dir: Path) -> list[dict]:
@@ -222,13 +245,17 @@ def run_libtorrent(work: Path, leechers: int, size: int) -> RunResult:
                 p.wait()
     logs = read_lt_logs(work, names)
     start = min(log.go_t for log in logs.values() if log.go_t is not None)
-    cpu = sum(cpu_now[n] - (logs[n].go_cpu or 0.0) for n in names)
+    cpu = sum(sum(cpu_now[n]) - (logs[n].go_cpu or 0.0) for n in names)
+    user, system = (sum(t[i] for t in cpu_now.values()) for i in (0, 1))
     done = [logs[n].complete_t for n in leecher_names if logs[n].complete_t is not None]
     delivered = len(done) * size / MIB
     makespan = max(done) - start if len(done) == leechers else float("nan")
+    start_up = sum(log.go_cpu or 0.0 for log in logs.values())
     return RunResult("libtorrent", makespan, d_p2p(size, leechers), cpu, delivered, len(done),
                      leechers, (load0, os.getloadavg()[0]),
-                     _rate_notes(logs, caps, start, size))
+                     [f"user {user:.1f} s, system {system:.1f} s, of which start-up (not "
+                      f"counted) {start_up:.1f} s", *_rate_notes(
+                         logs, caps, start, size)])
 
 
 def _started_session(work: Path, name: str) -> bool:
@@ -236,9 +263,9 @@ def _started_session(work: Path, name: str) -> bool:
     return out.exists() and out.read_text().startswith("ready")
 
 
-def _cpu(proc: subprocess.Popen[bytes]) -> float:
+def _cpu(proc: subprocess.Popen[bytes]) -> tuple[float, float]:
     times = psutil.Process(proc.pid).cpu_times()
-    return float(times.user + times.system)
+    return float(times.user), float(times.system)
 
 
 def _wait_until(condition: Callable[[], bool], procs: dict[str, subprocess.Popen[bytes]],
