@@ -29,6 +29,9 @@ PIECE_EVENT = 120
 PEER_LOG_RATE = 100
 """Bytes per second of a peer's counters and rechokes (measured 200-250 with 9 neighbours; the
 check wants a floor: it refuses only runs that clearly cannot fit)."""
+FILE_BLOCK = 4096
+"""A small file takes a whole block (a page on tmpfs): each peer has a config, a log and an
+output file."""
 RESOURCE_LINE = 80
 RESOURCE_PER_PROCESS = 70
 SUMMARY_FIXED = 16 * 1024
@@ -62,7 +65,7 @@ def estimated_log_bytes(experiment: Experiment, time_limit: float | None) -> int
     duration = expected_duration(experiment, time_limit)
     peers = len(experiment.peers)
     leechers = len(experiment.leechers)
-    peer_logs = (peers + 1) * PEER_LOG_FIXED + leechers * pieces * PIECE_EVENT
+    peer_logs = (peers + 1) * (PEER_LOG_FIXED + 3 * FILE_BLOCK) + leechers * pieces * PIECE_EVENT
     peer_logs += int(peers * PEER_LOG_RATE * duration)
     resources = int(duration * (RESOURCE_LINE + RESOURCE_PER_PROCESS * (peers + 3)))
     return peer_logs + resources
@@ -72,7 +75,7 @@ def summary_reserve_size(experiment: Experiment) -> int:
     """Bytes that summary.json can take at most: per peer its completion time and exit code,
     per group its statistics, the tracker's outages and one death."""
     groups = {p.group for p in experiment.peers}
-    outages = len(getattr(experiment, "tracker_outages", ()))
+    outages = len(experiment.tracker_outages)
     return (SUMMARY_FIXED + SUMMARY_PER_PEER * len(experiment.peers)
             + SUMMARY_PER_GROUP * len(groups) + SUMMARY_PER_TRACKER_EVENT * (2 * outages + 2))
 
@@ -87,7 +90,8 @@ def existing_ancestor(path: Path) -> Path:
 
 def check_free_space(experiment: Experiment, target: Path, time_limit: float | None) -> None:
     """Raise ``DiskSpaceError`` (one line) if the filesystem that will hold the run directory
-    ``target`` clearly lacks room for the content, its .torrent, the logs and the summary."""
+    ``target`` clearly lacks room for the content, its .torrent, the logs and the summary,
+    with the margin below which a running run is stopped (``LOW_SPACE``)."""
     where = existing_ancestor(target)
     try:
         free = shutil.disk_usage(where).free
@@ -97,7 +101,7 @@ def check_free_space(experiment: Experiment, target: Path, time_limit: float | N
     pieces = -(-spec.size // spec.piece_length)
     content = spec.size + 20 * pieces + 4096
     logs = estimated_log_bytes(experiment, time_limit)
-    needed = content + logs + summary_reserve_size(experiment)
+    needed = content + logs + summary_reserve_size(experiment) + LOW_SPACE
     if free < needed:
         raise DiskSpaceError(
             f"not enough free disk space for the run in {where}: {format_size(free)} free, "

@@ -130,8 +130,7 @@ class Orchestrator:
         else:
             self.launcher = LocalLauncher()
         self.run_start: float | None = None
-        self.tracker_outages: tuple[Outage, ...] = tuple(
-            getattr(experiment, "tracker_outages", ()))
+        self.tracker_outages: tuple[Outage, ...] = experiment.tracker_outages
         self.num_pieces: int | None = None
         self.stall_watch: StallWatch | None = None
         self.stall: Stall | None = None
@@ -514,7 +513,7 @@ def execute_run(experiment: Experiment, topology_text: str, options: RunOptions,
     if missing:
         raise TestbedError(f"external client program not found on PATH: {', '.join(missing)} "
                            "(install it, or remove its group from the topology)")
-    if getattr(experiment, "tracker_outages", ()) and experiment.tracker_url is not None:
+    if experiment.tracker_outages and experiment.tracker_url is not None:
         raise TestbedError("tracker outages need the testbed's own tracker: remove tracker.url "
                            "or tracker.outages")
     time_limit = options.time_limit if options.time_limit is not None \

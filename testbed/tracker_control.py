@@ -77,6 +77,7 @@ class TrackerControl:
         """ids of the handles we stopped (an outage, the end of the run)."""
         self._torrent: Path | None = None
         self._run_start: float | None = None
+        self._watch_scope: trio.CancelScope | None = None
 
     @property
     def running(self) -> bool:
@@ -123,8 +124,10 @@ class TrackerControl:
         returns when that process exits)."""
         handle = self.handle
         assert handle is not None
-        code = await handle.wait()
-        if id(handle) in self._asked:
+        # Stopping the tracker cancels this wait first: a process has one waiter at a time.
+        with trio.CancelScope() as self._watch_scope:
+            code = await handle.wait()
+        if self._watch_scope.cancelled_caught or id(handle) in self._asked:
             return
         t = self.now()
         self.events.append({"t": round(t, 3), "event": "died", "code": code})
@@ -137,6 +140,8 @@ class TrackerControl:
         """Stop the current tracker with ``stop`` (SIGTERM, grace, SIGKILL)."""
         if self.handle is not None:
             self._asked.add(id(self.handle))
+            if self._watch_scope is not None:
+                self._watch_scope.cancel()
             if self.handle.returncode is None:
                 await stop([self.handle])
 

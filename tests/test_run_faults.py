@@ -224,3 +224,59 @@ def test_testbed_run_on_a_too_small_disk_exits_2_with_one_line_and_writes_nothin
     assert len(err) == 1 and "not enough free disk space" in err[0]
     assert "content 100.0 GiB" in err[0]
     assert not out.exists()
+
+
+# -- tracker outages in a topology ----------------------------------------------------------------
+
+_BASE = "content: {size: 1MiB}\ngroups:\n  - {name: seed, role: seed}\n  - {name: l, count: 2}\n"
+
+
+def test_tracker_outages_are_parsed_and_carried_into_the_experiment():
+    from testbed.topology import TrackerOutage, expand, parse_topology
+
+    topology = parse_topology(_BASE + "tracker: {outages: [{at: 5, for: 3}, {at: 10, for: 2s}]}\n")
+    expected = (TrackerOutage(at=5.0, duration=3.0), TrackerOutage(at=10.0, duration=2.0))
+    assert topology.tracker_outages == expected
+    experiment = expand(topology)
+    assert experiment.tracker_outages == expected
+    recorded = json.loads(json.dumps(experiment.to_json()))["tracker_outages"]
+    assert recorded == [{"at": 5.0, "duration": 3.0}, {"at": 10.0, "duration": 2.0}]
+
+
+@pytest.mark.parametrize(("tracker", "message"), [
+    ("{outages: [{at: 5, for: 0}]}", "tracker.outages[0].for: must be more than 0 seconds"),
+    ("{outages: [{at: 5, for: 3}, {at: 6, for: 1}]}",
+     "tracker.outages[1].at: starts at 6 s, before the previous outage ends"),
+    ("{outages: {at: 5}}", "tracker.outages: must be a list of {at: s, for: s}"),
+    ("{outages: [{at: 5}]}", "tracker.outages[0].for: missing"),
+    ("{url: 'http://x/announce', outages: [{at: 5, for: 1}]}",
+     "tracker.outages: outages stop and restart the testbed's own tracker"),
+])
+def test_bad_tracker_outages_are_refused_with_their_line(tracker, message):
+    from testbed.topology import TopologyError, parse_topology
+
+    with pytest.raises(TopologyError) as caught:
+        parse_topology(_BASE + f"tracker: {tracker}\n", file="t.yaml")
+    assert str(caught.value).startswith(f"t.yaml:5: {message}")
+
+
+def test_a_tracker_outage_stops_the_tracker_and_restarts_it_on_the_same_port(tmp_path, fakes):
+    from dataclasses import replace
+
+    from testbed.topology import TrackerOutage
+
+    exp = replace(experiment(("hang", 1, {}), time_limit=1.6, all_complete=False),
+                  tracker_outages=(TrackerOutage(at=0.4, duration=0.5),))
+    out, summary = run(exp, tmp_path, fakes)
+    assert summary["status"] == "completed", summary
+    stopped, restarted = summary["tracker"]["events"]
+    assert stopped["event"] == "stopped" and stopped["code"] == 0
+    assert 0.4 <= stopped["t"] < 0.9
+    assert restarted["event"] == "restarted" and 0.9 <= restarted["t"] < 1.5
+    assert summary["tracker"]["outages"] == [{"at": 0.4, "for": 0.5}]
+    assert summary["crashes"] == {} and exit_status(summary) == 0
+    assert summary["exit_codes"]["tracker"] == 0  # the second tracker, stopped at the end
+    events = [json.loads(line)["ev"] for line in (out / "tracker.jsonl").read_text().splitlines()]
+    assert events == ["start", "stop", "start", "stop"]
+    assert (out / "tracker.port").read_text().strip() == "6881"
+    assert_all_gone(out)
