@@ -229,3 +229,9 @@ def test_the_shipped_own_policy_example_validates_and_runs(
     assert config["choker"]["name"] == "policies/last_round.py:LastRound"
     log = (run / "peers" / "mine-0.jsonl").read_text()
     assert "most sent last round" in log  # the peers really ran the researcher's choker
+
+
+def test_the_guide_shows_the_shipped_example_as_it_is() -> None:
+    source = (ROOT / "topologies" / "last_round.py").read_text()
+    guide = (ROOT / "docs" / "policies.md").read_text()
+    assert source[source.index("from __future__"):] in guide
