@@ -41,6 +41,11 @@ class ActivePiece:
     seed_started: bool = False
     """A block of it was requested from a seed: seeds may be asked for the rest."""
     done_blocks: int = 0
+    failed: bool = False
+    """A copy of it failed its hash: it is fetched again from a single sender."""
+    owner: Hashable | None = None
+    """Of a failed piece, the requester its blocks are now fetched from, alone (None: the
+    next to take one). If this copy fails too, its one sender is judged alone."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,7 +143,7 @@ class PieceState:
         if self.free_in_active:
             for piece in self.active.values():
                 if piece.free_blocks and remote_has[piece.index] and \
-                        (piece.seed_started or not from_seed):
+                        (piece.seed_started or not from_seed) and _open_to(piece, requester):
                     self._take_free(piece, requester, count - len(requests), requests)
                     if len(requests) >= count:
                         return requests
@@ -146,7 +151,7 @@ class PieceState:
         # leechers, as pieces to start rather than to finish first: the picker takes them when
         # they are rarest, e.g. when the leechers that had them left.
         while len(requests) < count and (self.unstarted or (from_seed and self.free_in_active)):
-            candidates = self._candidates(remote_has, from_seed)
+            candidates = self._candidates(remote_has, from_seed, requester)
             if not candidates:
                 break
             index = pick(candidates)
@@ -160,7 +165,7 @@ class PieceState:
         # 3. End game: ask for blocks already requested from others.
         if len(requests) < count and self.end_game:
             for piece in self.active.values():
-                if not remote_has[piece.index]:
+                if not remote_has[piece.index] or not _open_to(piece, requester):
                     continue
                 for block, state in enumerate(piece.block_state):
                     if state != REQUESTED:
@@ -178,14 +183,16 @@ class PieceState:
                         return requests
         return requests
 
-    def _candidates(self, remote_has: Sequence[int], from_seed: bool) -> list[int]:
+    def _candidates(self, remote_has: Sequence[int], from_seed: bool,
+                    requester: Hashable) -> list[int]:
         have, active = self.have, self.active
         if not from_seed:
             return [i for i in range(self.num_pieces)
                     if remote_has[i] and not have[i] and i not in active]
         return [i for i in range(self.num_pieces)
                 if remote_has[i] and not have[i] and
-                (i not in active or (active[i].free_blocks and not active[i].seed_started))]
+                (i not in active or (active[i].free_blocks and not active[i].seed_started
+                                     and _open_to(active[i], requester)))]
 
     def _start(self, index: int, now: float) -> ActivePiece:
         size = self.piece_size(index)
@@ -214,10 +221,15 @@ class PieceState:
                 taken += 1
         piece.free_blocks -= taken
         self.free_in_active -= taken
+        if taken and piece.failed and piece.owner is None:
+            piece.owner = requester
 
     def release(self, requester: Hashable, blocks: Sequence[tuple[int, int]]) -> None:
         """Forget ``requester``'s requests (choked us, or gone): blocks nobody else asked for
-        become free again."""
+        become free again, and a failed piece it was fetching alone is open to others."""
+        for piece in self.active.values():
+            if piece.owner == requester:
+                piece.owner = None
         for index, begin in blocks:
             piece = self.active.get(index)
             if piece is None:
@@ -275,6 +287,8 @@ class PieceState:
             piece.free_blocks = nblocks
             self.free_in_active += nblocks
             piece.done_blocks = 0
+            piece.failed = True
+            piece.owner = None
         done = PieceDone(index=piece.index, ok=ok, size=piece.size,
                          senders=tuple(piece.senders), started_at=piece.started_at,
                          block_senders=tuple(piece.block_senders),
@@ -283,3 +297,10 @@ class PieceState:
             piece.senders = []
             piece.block_senders = [""] * len(piece.block_state)
         return done
+
+
+def _open_to(piece: ActivePiece, requester: Hashable) -> bool:
+    """Blocks of ``piece`` may be asked of ``requester``: after a failed copy, only of the one
+    requester fetching it again (libtorrent's parole mode is alike: a suspect peer downloads
+    only whole pieces by itself), so that a second failure has a single sender to judge."""
+    return piece.owner is None or piece.owner == requester

@@ -350,3 +350,41 @@ def test_corrupt_block_fails_the_piece_which_is_reset_and_fetched_again(content)
     (redo,) = deliver(state, data, again, requester="B", sender="honest")
     assert redo.ok and redo.senders == ("honest",)
     assert state.have[1] == 1 and state.bytes_verified == PIECE
+
+
+def fail_piece_one(state, data):
+    """Piece 1 arrives with a corrupt first block (from A) and a good second one (from B)."""
+    state.next_requests("A", ALL, 1, set(), Picks(1), 1.0)
+    state.next_requests("B", ALL, 1, set(), Picks(), 1.0)
+    bad = bytearray(block(data, 1, 0))
+    bad[0] ^= 0xFF
+    state.on_block("A", "liar", 1, 0, bytes(bad))
+    _, done = state.on_block("B", "honest", 1, BLOCK_SIZE, block(data, 1, BLOCK_SIZE))
+    assert done is not None and not done.ok and done.block_senders == ("liar", "honest")
+
+
+def test_a_failed_piece_is_fetched_again_from_one_sender_only(content):
+    data, _ = content
+    state = leecher(content)
+    fail_piece_one(state, data)
+    first = state.next_requests("C", ALL, 1, set(), Picks(), 2.0)
+    assert first == [(1, 0, BLOCK_SIZE)] and state.active[1].owner == "C"
+    # The rest of it is C's alone: others start other pieces, and no end-game copies of it.
+    other = state.next_requests("D", ALL, 4, set(), Picks(), 2.0)
+    assert all(index != 1 for index, _, _ in other)
+    assert state.next_requests("C", ALL, 1, set(), Picks(), 2.0) == [(1, BLOCK_SIZE, BLOCK_SIZE)]
+    (redo,) = deliver(state, data, [*first, (1, BLOCK_SIZE, BLOCK_SIZE)], requester="C",
+                      sender="honest")
+    assert redo.ok and redo.block_senders == ("honest", "honest")
+
+
+def test_a_failed_piece_opens_to_others_when_its_one_sender_is_released(content):
+    data, _ = content
+    state = leecher(content)
+    fail_piece_one(state, data)
+    taken = state.next_requests("C", ALL, 1, set(), Picks(), 2.0)
+    state.release("C", [(i, b) for i, b, _ in taken])  # C choked us, or left
+    assert state.active[1].owner is None
+    assert state.next_requests("D", ALL, 2, set(), Picks(), 3.0) == [
+        (1, 0, BLOCK_SIZE), (1, BLOCK_SIZE, BLOCK_SIZE)]
+    assert state.active[1].owner == "D"
