@@ -227,9 +227,9 @@ class PieceState:
     def release(self, requester: Hashable, blocks: Sequence[tuple[int, int]]) -> None:
         """Forget ``requester``'s requests (choked us, or gone): blocks nobody else asked for
         become free again, and a failed piece it was fetching alone is open to others."""
-        for piece in self.active.values():
-            if piece.owner == requester:
-                piece.owner = None
+        for active in self.active.values():
+            if active.owner == requester:
+                active.owner = None
         for index, begin in blocks:
             piece = self.active.get(index)
             if piece is None:
