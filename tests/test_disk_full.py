@@ -114,3 +114,61 @@ def test_a_peer_whose_log_cannot_be_written_stops_with_one_line_and_exit_74(tmp_
     assert result.stderr.splitlines() == [
         "peer: stopped: cannot write /dev/full: No space left on device; the log was cut back "
         "to its last complete line"]
+
+
+FILLING_PEER = """
+import json, sys, time
+from peer.eventlog import EXIT_WRITE_FAILED, EventLog, LogWriteError, RunClock
+config = json.load(open(sys.argv[sys.argv.index("--config") + 1]))
+log = EventLog(config["log"], RunClock(config["run_start"]))
+try:
+    log.emit("start", name=config["name"], role=config["role"])
+    while True:  # a peer logging far more than the disk holds
+        for i in range(200):
+            log.emit("counters", pad="x" * 200, i=i)
+        log.flush()
+        time.sleep(0.01)
+except LogWriteError:
+    sys.exit(EXIT_WRITE_FAILED)
+"""
+
+
+@pytest.mark.integration
+def test_a_run_on_a_small_filesystem_ends_failed_with_whole_logs_and_a_summary(tmp_path):
+    """A real full disk (a 1 MiB tmpfs): root only, skipped elsewhere."""
+    import subprocess
+    import sys
+
+    from testbed.diskspace import SummaryReserve
+    from testbed.run import Commands, RunOptions, execute_run
+    from testbed.summary import exit_status
+    from tests.test_orchestrator import FAKE_TRACKER, experiment
+
+    mount = tmp_path / "small"
+    mount.mkdir()
+    if os.geteuid() != 0 or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
+            capture_output=True, check=False).returncode != 0:
+        pytest.skip("needs root and tmpfs mounts")
+    try:
+        (tmp_path / "tracker.py").write_text(FAKE_TRACKER)
+        (tmp_path / "filling_peer.py").write_text(FILLING_PEER)
+        commands = Commands(python=sys.executable, peer=(str(tmp_path / "filling_peer.py"),),
+                            tracker=(str(tmp_path / "tracker.py"),))
+        out = mount / "run"
+        options = RunOptions(out=out, quiet=True, launcher="local", stop_grace=1.0,
+                             poll_period=0.05)
+        summary = execute_run(experiment(("leecher", 2, {}), time_limit=10.0), "name: x\n",
+                              options, commands).summary
+        assert summary["status"] == "failed", summary
+        assert "disk full" in summary["reason"] or "could not write" in summary["reason"]
+        assert summary["duration"] < 5 and exit_status(summary) == 1
+        assert json.loads((out / "summary.json").read_text())["status"] == "failed"
+        assert not (out / SummaryReserve.NAME).exists()
+        for log in [out / "resources.jsonl", *sorted((out / "peers").glob("*.jsonl"))]:
+            data = log.read_bytes()
+            assert data == b"" or data.endswith(b"\n"), log
+            for line in data.splitlines():
+                json.loads(line)
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
