@@ -190,12 +190,41 @@ needs_opentracker = pytest.mark.skipif(
     reason="opentracker not installed (apt-get install opentracker)")
 
 
+def free_tcp_and_udp_port() -> int:
+    """A port number free for both TCP and UDP on 127.0.0.1 (opentracker takes both)."""
+    while True:
+        with socket.socket() as tcp, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            tcp.bind(("127.0.0.1", 0))
+            port = tcp.getsockname()[1]
+            try:
+                udp.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+
+
+def wait_for_udp_tracker(port: int, tracker: subprocess.Popen[bytes], out: Path) -> None:
+    """Until the tracker answers a BEP 15 connect on ``port`` (it binds TCP and UDP one after
+    the other, so a TCP connection proves nothing about UDP)."""
+    deadline = time.monotonic() + 10
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.connect(("127.0.0.1", port))
+        sock.settimeout(0.1)
+        while True:
+            assert tracker.poll() is None, out.read_text()
+            assert time.monotonic() < deadline, "opentracker did not answer over UDP"
+            try:
+                sock.send(encode_connect(1))
+                if isinstance(decode_reply(sock.recv(64)), ConnectReply):
+                    return
+            except OSError:  # refused (not bound yet) or timed out: try again
+                time.sleep(0.05)
+
+
 @contextlib.contextmanager
 def opentracker(tmp_path: Path, info_hash: bytes) -> Iterator[str]:
     """opentracker on a free port (TCP and UDP), serving ``info_hash``: its udp:// URL."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_tcp_and_udp_port()
     # It chroots into its directory and drops to nobody: a directory of its own, readable by
     # everyone, holding the whitelist (Debian builds it with one).
     ot_dir = Path(tempfile.mkdtemp(prefix="opentracker-"))
@@ -206,15 +235,7 @@ def opentracker(tmp_path: Path, info_hash: bytes) -> Iterator[str]:
         tracker = subprocess.Popen(opentracker_argv(port=port, directory=ot_dir),
                                    stdout=out, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 5
-        while True:  # listening on TCP means its UDP socket is bound too (it binds both first)
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                assert tracker.poll() is None, (tmp_path / "opentracker.out").read_text()
-                assert time.monotonic() < deadline, "opentracker did not listen"
-                time.sleep(0.05)
+        wait_for_udp_tracker(port, tracker, tmp_path / "opentracker.out")
         yield f"udp://127.0.0.1:{port}"
     finally:
         tracker.terminate()
