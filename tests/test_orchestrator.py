@@ -230,7 +230,9 @@ def test_crashed_and_killed_leechers_do_not_block_the_end(tmp_path, fakes, launc
     assert "1/4 completed" in summary["reason"]
     assert summary["crashes"] == {"crash-2": 3}
     assert summary["exit_codes"]["hang-3"] == -9  # SIGKILL at its departure: not a crash
-    assert summary["exit_codes"]["partial-4"] == 0  # SIGTERM at its departure
+    # SIGTERM at its departure: exit 0 from the fake's handler, or -15 when a loaded host had
+    # not let the fresh interpreter install it yet; either way not a crash (checked above).
+    assert summary["exit_codes"]["partial-4"] in (0, -15)
     assert summary["duration"] < 3
     assert exit_status(summary) == 1  # a crash is worth a nonzero exit
     assert "crashed: crash-2 (3)" in format_summary(summary, out)
