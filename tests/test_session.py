@@ -374,7 +374,7 @@ def test_an_established_connection_is_never_replaced_by_a_duplicate():
 
 
 def test_requests_pipeline_deepen_with_the_measured_rate_and_a_choke_voids_them():
-    h = make_session()
+    h = make_session(request_queue_time=0.25)  # a quarter second of the rate stays requested
     cid = h.connect(1)
     h.deliver(cid, wire.Bitfield(bits=wire.bits_from_flags(ALL)))
     assert h.messages(cid) == [wire.Interested()]  # interested at once; no requests while choked
