@@ -130,18 +130,23 @@ def run_hypothesis(prop: Property, budget: float, batch: int, rng: random.Random
         prop.check(*args)
 
     end = time.monotonic() + budget
-    while time.monotonic() < end:
+    size = min(batch, 50)  # a first small round measures the rate
+    while (left := end - time.monotonic()) > 0:
         test = settings(
-            max_examples=batch, deadline=None, database=None, derandomize=False,
+            max_examples=size, deadline=None, database=None, derandomize=False,
             suppress_health_check=list(HealthCheck), print_blob=True,
         )(hypothesis_seed(rng.getrandbits(64))(given(prop.strategy)(counted)))
-        start = time.monotonic()
+        start, before = time.monotonic(), tally.examples
         try:
             test()
         except Exception as exc:  # the property failed: hypothesis has shrunk it already
             notes = "\n".join(getattr(exc, "__notes__", []))
             tally.record(exc, notes or traceback.format_exc(limit=3))
-        tally.seconds += time.monotonic() - start
+        took = time.monotonic() - start
+        tally.seconds += took
+        # Size the next round to what is left of the budget, so slow properties do not overrun.
+        rate = (tally.examples - before) / max(took, 1e-3)
+        size = max(10, min(batch, int(rate * (left - took))))
 
 
 def run_mutation(prop: Property, budget: float, rng: random.Random, tally: Tally) -> None:
