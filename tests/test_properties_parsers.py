@@ -122,3 +122,19 @@ def test_peer_announces_round_trip_through_the_tracker_parser(request: AnnounceR
 @given(st.lists(props.peer_addresses, max_size=20))
 def test_compact_peer_lists_round_trip(peers: list[PeerAddress]) -> None:
     props.check_compact_peers_round_trip(peers)
+
+
+# --- the bounds themselves can fail -----------------------------------------------------------
+
+
+def test_bounded_catches_an_allocation_beyond_the_input() -> None:
+    assert props.bounded(bytes, 100, size=100) == bytes(100)
+    with pytest.raises(AssertionError, match="allocated"):
+        props.bounded(bytearray, 4 << 20, size=100)  # what a claimed length must not do
+
+
+def test_bounded_catches_cpu_time_beyond_the_input(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(props, "CPU_SECONDS_BASE", 0.0)
+    monkeypatch.setattr(props, "CPU_SECONDS_PER_BYTE", 1e-9)
+    with pytest.raises(AssertionError, match="of CPU"):
+        props.bounded(sum, range(200_000), size=10)
