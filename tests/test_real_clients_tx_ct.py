@@ -12,7 +12,8 @@ every real client's file checked against the content:
    item 1) and dial them; what it got from the Transmission seed must arrive at a useful rate
    (issue 17 item 2: the request queue must cover Transmission's batched answers).
 2. ctorrent leecher <- testbed seed; 3. testbed leecher <- ctorrent seed, at ctorrent's upload
-   cap.
+   cap. (Two runs: in one, ctorrent's leecher may reach ctorrent's seed first, and then the
+   testbed peer is the one refused.)
 A test whose client is not installed is skipped, naming the Debian package.
 """
 
@@ -51,11 +52,13 @@ CTORRENT = ("ctorrent -I 127.0.0.2 -p {port} -s {file} -b {dir}/ctorrent.bf"
             " -U {upload_rate_kib} -D {download_rate_kib} {torrent}")
 
 # Testbed peers follow the tracker's 10 s interval, but announce every 2 s while short of
-# neighbours: that is how they find clients that will not dial them.
+# neighbours: that is how they find clients that will not dial them. They keep 3 s of a
+# neighbour's measured rate requested (libtorrent's request_queue_time), which covers
+# Transmission's half-second batches (issue 17 item 2).
 HEAD = """
 content: {size: 2MiB, piece_size: 64KiB}
 protocol: {rechoke_period: 2s, optimistic_period: 6s, unchoke_when_free: true,
-           short_announce_interval: 2s}
+           short_announce_interval: 2s, request_queue_time: 3s}
 tracker: {announce_interval: 10}
 end: {time_limit: 45}
 groups:
@@ -109,10 +112,13 @@ def test_transmission_wrapper_command_line():
 @pytest.mark.integration
 @needs_transmission
 def test_transmission_seed_to_testbed_leecher_to_transmission_leecher(tmp_path):
+    # A Transmission leecher decides whom it is interested in every 10 s from its start. It
+    # arrives 4 s late so that its first decision (about 14 s) comes after the seed's first
+    # unchoke (about 10 s), when the testbed leecher has pieces to offer: one 10 s wait, not two.
     text = HEAD + f"""
   - {{name: tx_seed, role: seed, upload: 2MiB/s, command: "{TRANSMISSION}"}}
   - {{name: leecher, upload: 2MiB/s}}
-  - {{name: tx, download: 4MiB/s, command: "{TRANSMISSION}"}}
+  - {{name: tx, download: 4MiB/s, arrival: 4s, command: "{TRANSMISSION}"}}
 """
     run = tmp_path / "run"
     summary = run_topology(text, run)
@@ -164,5 +170,5 @@ def test_testbed_leecher_downloads_from_a_ctorrent_seed_at_its_cap(tmp_path):
     assert_every_piece_came_from_the_seed(run, ["leecher-0"], pieces=32, seed_id=CTORRENT_ID)
     size, rate = receive_rate(run, "leecher-0", CTORRENT_ID)
     assert size == 2 * 1024 * 1024
-    # -U {upload_rate_kib} holds: ctorrent alone would send as fast as loopback allows.
+    # -U {upload_rate_kib} holds: ctorrent alone sends as fast as loopback allows (26 MiB/s).
     assert rate < 1.1 * 1024 * 1024, f"ctorrent seed sent at {rate / 1024:.0f} KiB/s"
