@@ -1,7 +1,7 @@
 """Transfer rates between the testbed and Transmission / ctorrent, both ways, with and without
 the client's own rate cap (docs/real-clients.md).
 
-    python bench/real_clients/rates.py [--size 4MiB] [--cap 512KiB/s] [--queue-time 3s] [--out DIR]
+    python bench/real_clients/rates.py [--size 4MiB] [--cap 512KiB/s] [--queue-time 1s] [--out DIR]
 
 For each client and direction runs a two-peer swarm through the testbed's tracker:
 - client seed -> testbed leecher: the rate is the leecher's, from its piece events (first
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="4MiB")
     parser.add_argument("--cap", default="512KiB/s")
-    parser.add_argument("--queue-time", default="3s",
+    parser.add_argument("--queue-time", default="1s",
                         help="the testbed peers' request_queue_time (issue 17 item 2)")
     parser.add_argument("--out", default=None, help="keep the runs here (default: a temp dir)")
     args = parser.parse_args(argv)
