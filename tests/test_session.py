@@ -500,23 +500,34 @@ def test_a_peer_that_sent_all_of_a_failed_piece_is_banned_for_the_rest_of_the_ru
     assert h.events("counters")[-1]["refused"] == {"banned": 1}
 
 
-def test_smart_ban_strikes_exactly_the_senders_of_the_blocks_that_were_wrong():
-    h = make_session()
+def fail_a_shared_piece(h: Harness) -> tuple[int, int, int, list[int]]:
+    """Peers 1 (a liar) and 2 (honest) each send some blocks of one piece, which fails.
+    Returns the two connections, the piece and the liar's blocks of it."""
     liar = h.unchoked_with_everything(1)
     honest = h.unchoked_with_everything(2)
     to_liar, to_honest = h.requests(liar), h.requests(honest)
     (shared,) = {r.index for r in to_liar} & {r.index for r in to_honest}
     h.answer(liar, [r for r in to_liar if r.index == shared], now=1.0, data=lie())
     h.answer(honest, [r for r in to_honest if r.index == shared], now=1.0)
+    return liar, honest, shared, sorted(r.begin // BLOCK_SIZE for r in to_liar
+                                        if r.index == shared)
+
+
+def fetch_until_verified(h: Harness, cid: int, index: int) -> None:
+    while not any(p["index"] == index and p["ok"] for p in h.events("piece")):
+        h.answer(cid, h.requests(cid), now=2.0)
+
+
+def test_smart_ban_strikes_exactly_the_senders_of_the_blocks_that_were_wrong():
+    h = make_session()
+    liar, honest, shared, liar_blocks = fail_a_shared_piece(h)
     (failed,) = h.events("piece")
     assert (failed["index"], failed["ok"], failed["blame"]) == (shared, False, [])
     assert sorted(failed["from"]) == [peer_id(1), peer_id(2)]
     assert h.closed == {} and h.events("ban") == []  # no evidence yet of who lied
     # Fetched again, from the honest peer alone this time, it verifies: compare the blocks.
-    while not any(p["index"] == shared and p["ok"] for p in h.events("piece")):
-        h.answer(honest, h.requests(honest), now=2.0)
+    fetch_until_verified(h, honest, shared)
     (ban,) = h.events("ban")
-    liar_blocks = sorted(r.begin // BLOCK_SIZE for r in to_liar if r.index == shared)
     assert (ban["peer"], ban["piece"], ban["blocks"]) == (peer_id(1), shared, liar_blocks)
     assert h.closed == {liar: "banned"} and h.session.is_registered(honest)
     assert all(peer_id(2) not in p["blame"] for p in h.events("piece"))
@@ -524,15 +535,9 @@ def test_smart_ban_strikes_exactly_the_senders_of_the_blocks_that_were_wrong():
 
 def test_a_liar_is_banned_even_after_it_left():
     h = make_session()
-    liar = h.unchoked_with_everything(1)
-    honest = h.unchoked_with_everything(2)
-    to_liar, to_honest = h.requests(liar), h.requests(honest)
-    (shared,) = {r.index for r in to_liar} & {r.index for r in to_honest}
-    h.answer(liar, [r for r in to_liar if r.index == shared], now=1.0, data=lie())
-    h.answer(honest, [r for r in to_honest if r.index == shared], now=1.0)
+    liar, honest, shared, _ = fail_a_shared_piece(h)
     h.take(h.session.connection_closed(liar, "remote closed", 1.5))
-    while not any(p["index"] == shared and p["ok"] for p in h.events("piece")):
-        h.answer(honest, h.requests(honest), now=2.0)
+    fetch_until_verified(h, honest, shared)
     assert [b["peer"] for b in h.events("ban")] == [peer_id(1)]
     assert h.session.is_registered(honest)
     back = h.connect(1, now=3.0)
