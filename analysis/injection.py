@@ -206,7 +206,8 @@ def seed_redundancy(run: Run) -> dict[str, Any]:
     seed_up = float(seeds["up"].astype(float).sum())
     by_seed = {}
     for name, up in zip(seeds["name"].astype(str), seeds["up"].astype(float), strict=True):
-        mine = contrib[contrib["seeds"].map(lambda s, n=name: n in s)]
+        # .loc with a bool mask: an empty object-dtype mask would select columns, not rows
+        mine = contrib.loc[contrib["seeds"].map(lambda s, n=name: n in s).astype(bool)]
         by_seed[name] = {**_counts(mine, 1 / mine["senders"]), "up": _number(up)}
     return {**_counts(contrib, contrib["seed_share"]),
             "holder_present": int(held["holder_present"].sum()),

@@ -217,3 +217,14 @@ def test_cli_analyze_shows_injection(tmp_path, capsys):
     assert "every piece in the swarm (outside the initial seeds) at 4.0 s" in out
     assert "= 1.00 × F/u_s 4.0 s" in out and "already held elsewhere 0 (0 %" in out
     assert "upload utilisation per group over time" in out
+
+
+def test_seed_that_contributed_to_no_logged_piece(tmp_path):
+    # A testbed seed whose only downloader is a real client: no leecher log names it as a
+    # sender, so there are no contributions; the figures are zeros, not a KeyError.
+    s = plan("s", 0, group="seed", role="seed", up=100)
+    a = plan("a", 1, up=100)
+    logs = {"s": [start(s), stop(10, 400, 0)], "a": [start(a), stop(10, 0, 0)]}
+    red = injection.seed_redundancy(_run(tmp_path, [s, a], logs))
+    assert (red["contributions"], red["new"], red["already_held"]) == (0, 0, 0)
+    assert red["share"] is None and red["by_seed"]["s"]["contributions"] == 0
