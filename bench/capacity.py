@@ -233,6 +233,7 @@ def run_libtorrent(work: Path, leechers: int, size: int) -> RunResult:
         _wait_until(lambda: all(read_lt_logs(work, leecher_names)[n].complete_t is not None
                                 for n in leecher_names), procs, TIME_LIMIT, fail=False)
         cpu_now = {n: _cpu(p) for n, p in procs.items()}
+        peak_rss = [_peak_rss_mb(p.pid) for n, p in procs.items() if n != "seed"]
     finally:
         for p in [*procs.values(), tracker]:
             if p.poll() is None:
@@ -254,7 +255,9 @@ def run_libtorrent(work: Path, leechers: int, size: int) -> RunResult:
     return RunResult("libtorrent", makespan, d_p2p(size, leechers), cpu, delivered, len(done),
                      leechers, (load0, os.getloadavg()[0]),
                      [f"user {user:.1f} s, system {system:.1f} s, of which start-up (not "
-                      f"counted) {start_up:.1f} s", *_rate_notes(
+                      f"counted) {start_up:.1f} s",
+                      f"peak RSS per leecher median {statistics.median(peak_rss):.0f} MB",
+                      *_rate_notes(
                          logs, caps, start, size)])
 
 
@@ -266,6 +269,14 @@ def _started_session(work: Path, name: str) -> bool:
 def _cpu(proc: subprocess.Popen[bytes]) -> tuple[float, float]:
     times = psutil.Process(proc.pid).cpu_times()
     return float(times.user), float(times.system)
+
+
+def _peak_rss_mb(pid: int) -> float:
+    """VmHWM: the most resident memory the process has had, in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024 / 1e6
+    return float("nan")
 
 
 def _wait_until(condition: Callable[[], bool], procs: dict[str, subprocess.Popen[bytes]],
