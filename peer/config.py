@@ -154,6 +154,72 @@ class RateLimit:
             )
 
 
+MAX_LINK_DELAY = 10.0
+"""Seconds: the longest one-way delay a peer adds (a geostationary hop is 0.3 s)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LinkDelays:
+    """One-way delays this peer adds to what it sends (peer/delayline.py, peer/delayed.py):
+    to each neighbour, looked up by its peer id once its handshake names it, and to the
+    tracker. All zero, the default: no delay line at all, the send path is the plain socket.
+
+    Neighbours are keyed by peer id, not by address: listening ports are chosen at run time and
+    an accepted connection shows only an ephemeral port, while testbed peer ids are fixed when
+    the topology is expanded. ``peers`` holds ranges of ids (a topology group's ids are
+    consecutive), so a config stays small whatever the swarm's size."""
+
+    default: float = 0.0
+    """Seconds to a neighbour no range names (a real client, a peer from outside the run)."""
+    jitter: float = 0.0
+    """The default's jitter: each message's delay is drawn from default ± jitter."""
+    peers: tuple[tuple[str, str, float, float], ...] = ()
+    """``[first, last, delay, jitter]``: peer ids from ``first`` to ``last`` inclusive, compared
+    as text (testbed ids are zero-padded, so text order is index order); ranges do not overlap."""
+    tracker: float = 0.0
+    """Seconds each way to the tracker."""
+
+    def __post_init__(self) -> None:
+        # JSON gives lists; keep the frozen value hashable and comparable with a built one.
+        if isinstance(self.peers, list | tuple) and all(
+                isinstance(p, list | tuple) for p in self.peers):
+            object.__setattr__(self, "peers", tuple(tuple(p) for p in self.peers))
+
+    @property
+    def active(self) -> bool:
+        """Whether any delay applies: otherwise the peer runs no delay line."""
+        return bool(self.default or self.jitter or self.tracker
+                    or any(d or j for _, _, d, j in self.peers))
+
+    def validate(self, where: str = "delays") -> None:
+        for name in ("default", "jitter", "tracker"):
+            _check_delay(getattr(self, name), f"{where}.{name}")
+        if self.jitter > self.default:
+            raise ConfigError(f"jitter {self.jitter!r} exceeds the delay {self.default!r}",
+                              f"{where}.jitter")
+        previous = ""
+        if not isinstance(self.peers, tuple):
+            raise ConfigError("must be a list of [first, last, delay, jitter]", f"{where}.peers")
+        for i, entry in enumerate(self.peers):
+            at = f"{where}.peers[{i}]"
+            if len(entry) != 4 or not all(isinstance(x, str) for x in entry[:2]):
+                raise ConfigError(f"must be [first, last, delay, jitter], got {list(entry)!r}",
+                                  at)
+            first, last, delay, jitter = entry
+            if not previous < first <= last:
+                raise ConfigError("ranges must be in order, first <= last, not overlapping", at)
+            _check_delay(delay, f"{at}[2]")
+            _check_delay(jitter, f"{at}[3]")
+            if jitter > delay:
+                raise ConfigError(f"jitter {jitter!r} exceeds the delay {delay!r}", at)
+            previous = last
+
+
+def _check_delay(value: Any, where: str) -> None:
+    if not _is_number(value) or not 0 <= value <= MAX_LINK_DELAY:
+        raise ConfigError(f"must be seconds in [0, {MAX_LINK_DELAY:g}], got {value!r}", where)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PolicySpec:
     """A choker or piece picker: a built-in name or ``module:Class``, with keyword parameters."""
@@ -192,6 +258,8 @@ class PeerConfig:
     """None: stay as a seed after completing. 0: leave at once. x: leave x seconds later."""
     counters_period: float = 1.0
     """Seconds between per-neighbour byte counter events in the log."""
+    delays: LinkDelays = field(default_factory=LinkDelays)
+    """Link delays (topology ``latency``); none by default."""
 
     def validate(self) -> None:
         if self.role not in ("seed", "leecher"):
@@ -205,6 +273,7 @@ class PeerConfig:
         self.upload.validate("upload")
         self.download.validate("download")
         self.protocol.validate()
+        self.delays.validate()
         if self.leave_after_complete is not None and (
             not _is_number(self.leave_after_complete) or self.leave_after_complete < 0
         ):
@@ -240,7 +309,7 @@ class PeerConfig:
 
 
 _NESTED = {"upload": RateLimit, "download": RateLimit, "protocol": ProtocolSettings,
-           "choker": PolicySpec, "picker": PolicySpec}
+           "choker": PolicySpec, "picker": PolicySpec, "delays": LinkDelays}
 
 
 def _build(cls: type, data: Any, prefix: str) -> Any:
