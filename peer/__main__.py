@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from peer.config import STOP_SIGNALS, PeerConfig, PolicySpec, ProtocolSettings, RateLimit
 from peer.errors import TestbedError
-from peer.eventlog import EXIT_WRITE_FAILED, LogWriteError
+from peer.eventlog import EXIT_WRITE_FAILED, LogWriteError, first_write_error
 from peer.units import parse_rate
 
 if TYPE_CHECKING:
@@ -108,13 +108,11 @@ def _run_main(argv: list[str] | None) -> int:
     except TestbedError as exc:
         print(f"peer: {exc}", file=sys.stderr)
         return 2
-    failure: BaseException | None = None
+    failure: LogWriteError | None = None
     try:
         _run_node(node, config.name)
     except* LogWriteError as group:
-        failure = group
-        while isinstance(failure, BaseExceptionGroup):
-            failure = failure.exceptions[0]
+        failure = first_write_error(group)
     if failure is not None:
         # The log ends at its last complete line; stderr may be on the same full disk.
         with contextlib.suppress(OSError):

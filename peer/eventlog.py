@@ -33,6 +33,15 @@ class LogWriteError(Exception):
                          "last complete line")
 
 
+def first_write_error(group: BaseExceptionGroup[LogWriteError]) -> LogWriteError:
+    """The first LogWriteError in ``group`` (trio wraps a task's error in nested groups)."""
+    leaf: BaseException = group
+    while isinstance(leaf, BaseExceptionGroup):
+        leaf = leaf.exceptions[0]
+    assert isinstance(leaf, LogWriteError)
+    return leaf
+
+
 class LineFile:
     """Appends whole lines to a file and never leaves a partial one.
 

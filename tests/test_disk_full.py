@@ -116,6 +116,22 @@ def test_a_peer_whose_log_cannot_be_written_stops_with_one_line_and_exit_74(tmp_
         "to its last complete line"]
 
 
+
+@pytest.mark.integration
+def test_a_tracker_whose_log_cannot_be_written_stops_with_one_line_and_exit_74():
+    import subprocess
+    import sys
+
+    from peer.eventlog import EXIT_WRITE_FAILED
+
+    result = subprocess.run([sys.executable, "-m", "tracker", "--any", "--log", "/dev/full"],
+                            capture_output=True, text=True, timeout=30, check=False)
+    assert result.returncode == EXIT_WRITE_FAILED, result.stderr
+    assert result.stderr.splitlines() == [
+        "python -m tracker: stopped: cannot write /dev/full: No space left on device; the log "
+        "was cut back to its last complete line"]
+
+
 FILLING_PEER = """
 import json, sys, time
 from peer.eventlog import EXIT_WRITE_FAILED, EventLog, LogWriteError, RunClock

@@ -12,6 +12,7 @@ log and exits 0. Bad arguments: one line on stderr, exit status 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import random
@@ -23,7 +24,13 @@ from typing import NoReturn
 # argument errors answer at once.
 from peer.cli import OneLineParser, fail
 from peer.errors import TestbedError
-from peer.eventlog import EventLog, RunClock
+from peer.eventlog import (
+    EXIT_WRITE_FAILED,
+    EventLog,
+    LogWriteError,
+    RunClock,
+    first_write_error,
+)
 from tracker.swarm import CLIENT_MAX_REANNOUNCE, DEFAULT_GRACE, DEFAULT_INTERVAL, Swarm
 
 PROG = "python -m tracker"
@@ -143,12 +150,23 @@ def main(argv: list[str] | None = None) -> int:
 
     import trio
 
+    write_failure: LogWriteError | None = None
     try:
-        problem = trio.run(_run, args, swarm, log)
+        try:
+            problem = trio.run(_run, args, swarm, log)
+        except* LogWriteError as group:
+            write_failure = first_write_error(group)
+            problem = None
     except KeyboardInterrupt:  # a Ctrl-C before the signal handler was in place
         problem = None
     finally:
         log.close()
+    if write_failure is not None:
+        # Like a peer's: the log ends at its last complete line, and the orchestrator reads
+        # this status as "its files could not be written". stderr may be on the same disk.
+        with contextlib.suppress(OSError):
+            print(f"{PROG}: stopped: {write_failure}", file=sys.stderr)
+        return EXIT_WRITE_FAILED
     if problem:
         _fail(problem)
     return 0
