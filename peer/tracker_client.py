@@ -201,6 +201,21 @@ async def announce(url: str, request: AnnounceRequest
     return response, announce_record(request.event, response)
 
 
+def tracker_url_problem(url: str) -> str | None:
+    """Why a peer cannot announce to ``url`` (the schemes it speaks: BEP 3's http:// and BEP 15's
+    udp://host:port), or None. The topology checker asks the same question before a run."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        return f"not a tracker URL: {url!r} ({exc})"
+    if parts.scheme == "udp" and parts.hostname and port:
+        return None
+    if parts.scheme == "http" and parts.hostname:
+        return None
+    return f"must be an http://host[:port]/path or udp://host:port tracker URL, got {url!r}"
+
+
 class TrackerClient:
     """Announces to one tracker: ``http://`` (BEP 3) or ``udp://host:port`` (BEP 15).
 
@@ -209,20 +224,17 @@ class TrackerClient:
     """
 
     def __init__(self, url: str, *, rng: random.Random) -> None:
+        problem = tracker_url_problem(url)
+        if problem is not None:
+            raise ConfigError(problem, "tracker")
         self.url = url
-        try:
-            parts = urlsplit(url)
-            port = parts.port
-        except ValueError as exc:
-            raise ConfigError(f"not a tracker URL: {url!r} ({exc})", "tracker") from None
+        parts = urlsplit(url)
         self._udp: UdpAnnouncer | None = None
-        if parts.scheme == "udp" and parts.hostname and port:
-            self._udp_address = (parts.hostname, port)
+        if parts.scheme == "udp":
+            assert parts.hostname is not None and parts.port is not None  # checked above
+            self._udp_address = (parts.hostname, parts.port)
             self._udp = UdpAnnouncer(rng=rng, timeout_cap=UDP_TIMEOUT_CAP,
                                      max_attempts=UDP_ATTEMPTS)
-        elif parts.scheme != "http" or not parts.hostname:
-            raise ConfigError(f"must be an http://host[:port]/path or udp://host:port tracker "
-                              f"URL, got {url!r}", "tracker")
 
     async def announce(self, request: AnnounceRequest
                        ) -> tuple[AnnounceResponse | None, dict[str, Any]]:

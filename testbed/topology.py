@@ -22,6 +22,7 @@ from typing import Any, Literal, NoReturn
 
 from peer.config import BLOCK_SIZE, PolicySpec, ProtocolSettings, RateLimit
 from peer.errors import ConfigError
+from peer.tracker_client import tracker_url_problem
 from testbed.experiment import (
     ContentSpec,
     Departure,
@@ -368,9 +369,9 @@ class _TopologyChecker(PolicyChecker):
         if value is None:
             return None
         url = self.text(value, "tracker.url")
-        if not url.startswith(("http://", "https://")):
-            self.fail("tracker.url", f"must be an http:// or https:// announce URL, "
-                                     f"got {describe(url)}")
+        problem = tracker_url_problem(url)
+        if problem is not None:  # the peers would refuse it at start: say so now
+            self.fail("tracker.url", problem)
         return url
 
     def global_protocol(self, value: Any, tracker: dict[str, Any]) -> ProtocolSettings:

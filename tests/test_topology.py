@@ -316,11 +316,12 @@ BAD = [
         id="duplicate-group-name"),
     pytest.param("""
         content: {size: 1MiB}
-        tracker: {url: "udp://example:80"}
+        tracker: {url: "https://example/announce"}
         groups:
           - {name: s, role: seed}
           - {name: l}
-        """, "tracker.url: must be an http:// or https:// announce URL", 2, id="tracker-url"),
+        """, "tracker.url: must be an http://host[:port]/path or udp://host:port tracker URL",
+        2, id="tracker-url"),
     pytest.param("""
         content: {size: 1MiB}
         seed: -1
@@ -562,3 +563,10 @@ def test_topology_is_plain_data() -> None:
     assert isinstance(topology, Topology)
     with pytest.raises(dataclasses.FrozenInstanceError):
         topology.seed = 2  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("url", ["udp://127.0.0.1:6969/announce", "udp://tracker:1337",
+                                 "http://127.0.0.1:6969/announce"])
+def test_a_tracker_url_the_peers_can_announce_to_is_accepted(tmp_path, url):
+    text = GOOD + f"    tracker: {{url: {url!r}}}\n"
+    assert load_topology(write(tmp_path, text)).tracker_url == url
