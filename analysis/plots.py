@@ -1,9 +1,13 @@
-"""Figures of one run, as PNG files in RUN/figures/ (matplotlib, Agg backend: no display)."""
+"""Figures of one run, as PNG files in RUN/figures/ (matplotlib, Agg backend: no display), or
+as SVG text for the HTML report (``svg``)."""
 
 from __future__ import annotations
 
+import io
+import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import matplotlib
 
@@ -19,15 +23,21 @@ from analysis.load import Run
 
 DPI = 110
 
+Target = Path | IO[bytes]
+"""Where a figure goes: a file (format from its suffix) or a stream (SVG)."""
 
-def _save(fig: Figure, out: Path) -> Path:
+
+def _save(fig: Figure, out: Target) -> Target:
     fig.tight_layout()
-    fig.savefig(out, dpi=DPI)
+    if isinstance(out, Path):
+        fig.savefig(out, dpi=DPI)
+    else:
+        fig.savefig(out, format="svg", metadata={"Date": None})
     plt.close(fig)
     return out
 
 
-def completion_cdf(run: Run, out: Path) -> Path:
+def completion_cdf(run: Run, out: Target) -> Target:
     """Completion time CDF, one step curve per group and one for all leechers."""
     cdf = metrics.completion_cdf(run)
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
@@ -54,7 +64,7 @@ def _n_group(run: Run, group: str) -> int:
     return len(lee) if group == "all" else int((lee["group"] == group).sum())
 
 
-def progress(run: Run, out: Path) -> Path:
+def progress(run: Run, out: Target) -> Target:
     """Swarm progress (verified pieces / N·M) with seeds and leechers present over time."""
     prog = metrics.progress(run)
     pop = metrics.population(run)
@@ -75,7 +85,7 @@ def progress(run: Run, out: Path) -> Path:
     return _save(fig, out)
 
 
-def unchoke_matrix(run: Run, out: Path) -> Path:
+def unchoke_matrix(run: Run, out: Target) -> Target:
     """Heatmap of the clustering index between groups (regular unchokes, leecher state)."""
     mat = metrics.clustering(run)
     fig, ax = plt.subplots(figsize=(1.6 + 1.1 * max(len(mat.columns), 1),
@@ -97,7 +107,7 @@ def unchoke_matrix(run: Run, out: Path) -> Path:
     return _save(fig, out)
 
 
-def availability(run: Run, out: Path) -> Path:
+def availability(run: Run, out: Target) -> Target:
     """Piece availability among the peers present: min and mean copies, normalised entropy."""
     av = metrics.availability(run)
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
@@ -117,7 +127,7 @@ def availability(run: Run, out: Path) -> Path:
     return _save(fig, out)
 
 
-def utilisation(run: Run, out: Path) -> Path:
+def utilisation(run: Run, out: Target) -> Target:
     """Upload utilisation over time per group, and of each initial seed."""
     step = max(2.0, run.end / 100)  # ~100 intervals: per-second rates are too noisy to read
     by_group = metrics.utilisation_over_time(run, step)
@@ -153,7 +163,7 @@ def _steps(ax: Axes, t0: np.ndarray, t: np.ndarray, values: np.ndarray,
         ax.step(np.append(t0, t[-1]), np.append(values, values[-1]), where="post", **style)
 
 
-def utilisation_over_time(run: Run, out: Path) -> Path:
+def utilisation_over_time(run: Run, out: Target) -> Target:
     """Per group, per interval: utilisation (top) and upload rate against capacity present."""
     table = metrics.utilisation_table(run)
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(7.6, 6.0), sharex=True)
@@ -182,7 +192,7 @@ def utilisation_over_time(run: Run, out: Path) -> Path:
     return _save(fig, out)
 
 
-def piece_injection(run: Run, out: Path) -> Path:
+def piece_injection(run: Run, out: Target) -> Target:
     """Pieces present outside the initial seeds over time, against the seeds sending each piece
     once at full rate, with the piece events the seeds sent to (all, and already held)."""
     first = np.sort(injection.piece_injection(run)["first_t"].dropna().to_numpy())
@@ -213,6 +223,86 @@ def piece_injection(run: Run, out: Path) -> Path:
     return _save(fig, out)
 
 
+def makespan_bounds(run: Run, out: Target) -> Target:
+    """The makespan beside the textbook bounds D_p2p and D_cs (docs/analysis.md)."""
+    eff = metrics.efficiency(run)
+    bars = [("D_p2p (P2P bound)", eff["d_p2p"], "tab:green"),
+            ("makespan", eff["makespan"], "tab:blue"),
+            ("D_cs (client-server)", eff["d_cs"], "tab:gray")]
+    fig, ax = plt.subplots(figsize=(6.4, 2.4))
+    for y, (label, value, colour) in enumerate(bars):
+        if value is None or not np.isfinite(value):
+            ax.text(0, y, "  none (not every leecher completed)" if label == "makespan"
+                    else "  none", va="center", fontsize=9)
+            continue
+        ax.barh(y, value, color=colour, height=0.6)
+        ax.text(value, y, f" {value:.1f} s", va="center", fontsize=9)
+    ax.set_yticks(range(len(bars)), [b[0] for b in bars])
+    ax.invert_yaxis()
+    ax.set_xlabel("seconds since t = 0")
+    ax.set_xlim(0, max([b[1] for b in bars if b[1] is not None and np.isfinite(b[1])],
+                       default=1.0) * 1.2)
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_title("Makespan against the textbook bounds")
+    return _save(fig, out)
+
+
+SATURATION_THRESHOLD = 90.0
+"""The host-CPU level of the run's saturation guard (docs/run-directory.md), drawn as a line."""
+
+
+def host_cpu(run: Run, out: Target) -> Target:
+    """Host CPU over time (all of it, and the part used by the run's own processes), with the
+    saturation guard's threshold."""
+    res = run.resources
+    cpus = float(((run.meta or {}).get("host") or {}).get("cpus") or 1)
+    fig, ax = plt.subplots(figsize=(6.4, 3.2))
+    if not res.empty:
+        by_t = res.groupby("t", sort=True)
+        ax.plot(by_t["host_cpu"].first().index, by_t["host_cpu"].first().to_numpy(float),
+                color="tab:red", label="host (all processes)")
+        own = by_t["cpu"].sum(min_count=1) / cpus
+        ax.plot(own.index, own.to_numpy(float), color="tab:blue",
+                label="the run's processes")
+    ax.axhline(SATURATION_THRESHOLD, color="black", linestyle="--", linewidth=0.9,
+               label=f"saturation threshold {SATURATION_THRESHOLD:g} %")
+    ax.set_ylim(0, 105)
+    ax.set_xlim(left=0)
+    ax.set_xlabel("run time (s)")
+    ax.set_ylabel(f"% of all {cpus:g} cores")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title("Host CPU")
+    return _save(fig, out)
+
+
+def svg(draw: Callable[[Run, Target], Target], run: Run, prefix: str) -> str:
+    """One figure as inline SVG text: no XML prolog, text as text (the browser's fonts), and
+    every id prefixed with ``prefix`` so that several figures can share one HTML page."""
+    buffer = io.BytesIO()
+    with matplotlib.rc_context({"svg.fonttype": "none"}):
+        draw(run, buffer)
+    return inline_svg(buffer.getvalue().decode("utf-8"), prefix)
+
+
+def figure_svg(fig: Figure, prefix: str) -> str:
+    """A figure drawn elsewhere (results sets, sweeps, comparisons) as inline SVG, closed."""
+    buffer = io.BytesIO()
+    with matplotlib.rc_context({"svg.fonttype": "none"}):
+        _save(fig, buffer)
+    return inline_svg(buffer.getvalue().decode("utf-8"), prefix)
+
+
+def inline_svg(text: str, prefix: str) -> str:
+    """matplotlib's SVG document made fit to sit in HTML beside others (see ``svg``)."""
+    text = text[text.index("<svg"):]
+    ids = set(re.findall(r'\bid="([^"]+)"', text))
+    if ids:
+        pattern = re.compile(r'(\bid="|#)(' + "|".join(map(re.escape, ids)) + r')\b')
+        text = pattern.sub(lambda m: f"{m.group(1)}{prefix}-{m.group(2)}", text)
+    return text
+
+
 FIGURES = {"completion_cdf": completion_cdf, "progress": progress,
            "unchoke_matrix": unchoke_matrix, "availability": availability,
            "utilisation": utilisation, "utilisation_over_time": utilisation_over_time,
@@ -223,4 +313,9 @@ def make_figures(run: Run, out_dir: Path | None = None) -> list[Path]:
     """Write every figure as ``<name>.png`` into ``out_dir`` (default RUN/figures/)."""
     out_dir = run.path / "figures" if out_dir is None else out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
-    return [draw(run, out_dir / f"{name}.png") for name, draw in FIGURES.items()]
+    made = []
+    for name, draw in FIGURES.items():
+        path = out_dir / f"{name}.png"
+        draw(run, path)
+        made.append(path)
+    return made

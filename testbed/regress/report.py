@@ -1,7 +1,9 @@
-"""Plain-text reports: a results set's metrics, and a verdict table with its outcome."""
+"""Plain-text reports: a results set's metrics, and a verdict table with its outcome; the same
+verdicts as JUnit XML for CI systems' test views (``junit_xml``)."""
 
 from __future__ import annotations
 
+import xml.etree.ElementTree as ET
 from typing import TYPE_CHECKING, Any
 
 from testbed.regress.metrics import metric_of
@@ -11,7 +13,7 @@ if TYPE_CHECKING:
     from testbed.regress.results import ResultsSet
     from testbed.regress.verdicts import Comparison
 
-__all__ = ["format_report", "format_set"]
+__all__ = ["format_report", "format_set", "junit_xml"]
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -86,3 +88,51 @@ def format_report(result: Comparison) -> str:
     bad = [r.metric for r in result.rows if r.regression]
     out.append(f"REGRESSION: {', '.join(bad)}" if bad else "pass: no regression")
     return "\n".join(out)
+
+
+def _verdict_message(r: Any) -> str:
+    """One line with the verdict's numbers: what the failure message of a test case says."""
+    parts = [f"{r.metric}: {r.verdict}",
+             f"{'bound' if r.kind == 'bound' else 'baseline'} {_side(r.baseline)}",
+             f"candidate {_side(r.candidate)}"]
+    if r.change is not None:
+        parts.append(f"change {r.change * 100:+.1f}%")
+    if r.p_value is not None:
+        parts.append(f"p={r.p_value:.3g}")
+    if r.tolerance is not None and r.kind == "baseline":
+        parts.append(f"tolerance {r.tolerance}")
+    if r.note:
+        parts.append(r.note)
+    return "; ".join(parts)
+
+
+def junit_xml(result: Comparison) -> str:
+    """The verdicts as JUnit XML: one ``testsuite`` (the command), one ``testcase`` per metric;
+    a regression is a ``failure`` whose message has the verdict's numbers, a metric with no
+    baseline value (``n/a``) is ``skipped``; the warnings go to ``system-out``."""
+    failures = sum(r.regression for r in result.rows)
+    skipped = sum(r.verdict == "n/a" for r in result.rows)
+    suite = ET.Element("testsuite", name=f"testbed {result.command}",
+                       tests=str(len(result.rows)), failures=str(failures), errors="0",
+                       skipped=str(skipped))
+    props = ET.SubElement(suite, "properties")
+    for name, value in (("candidate", result.candidate), ("baseline", result.baseline),
+                        ("alpha", f"{result.alpha:g}")):
+        if value is not None:
+            ET.SubElement(props, "property", name=name, value=str(value))
+    for r in result.rows:
+        case = ET.SubElement(suite, "testcase", name=r.metric,
+                             classname=f"testbed.{result.command}", time="0")
+        message = _verdict_message(r)
+        if r.regression:
+            failure = ET.SubElement(case, "failure", message=message, type=r.verdict)
+            failure.text = message
+        elif r.verdict == "n/a":
+            ET.SubElement(case, "skipped", message=message)
+        else:
+            ET.SubElement(case, "system-out").text = message
+    if result.warnings:
+        ET.SubElement(suite, "system-out").text = "\n".join(f"WARNING: {w}"
+                                                             for w in result.warnings)
+    ET.indent(suite)
+    return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(suite, "unicode") + "\n"
