@@ -220,6 +220,41 @@ def _check_delay(value: Any, where: str) -> None:
         raise ConfigError(f"must be seconds in [0, {MAX_LINK_DELAY:g}], got {value!r}", where)
 
 
+STORAGE_KINDS = ("file", "synthetic")
+MAX_CONTENT_SEED = 2**64 - 1
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StorageSpec:
+    """Where a peer keeps the content (peer/storage.py).
+
+    ``file``: a seed maps its content file, a leecher holds what it downloads in anonymous
+    memory (its RSS grows with the download). ``synthetic``: the content is the testbed's
+    synthetic content of ``content_seed`` (peer/content.py); a leecher keeps which pieces it
+    has, buffering a piece's blocks only until the piece verifies, and every peer regenerates a
+    piece's bytes when it sends them, keeping the last ``cache_pieces`` pieces. A synthetic seed
+    needs no content file."""
+
+    kind: str = "file"
+    content_seed: int | None = None
+    cache_pieces: int = 8
+
+    def validate(self, where: str = "storage") -> None:
+        if self.kind not in STORAGE_KINDS:
+            raise ConfigError(f"must be one of {', '.join(STORAGE_KINDS)}, got {self.kind!r}",
+                              f"{where}.kind")
+        seed = self.content_seed
+        if self.kind == "synthetic" and (
+                not isinstance(seed, int) or isinstance(seed, bool)
+                or not 0 <= seed <= MAX_CONTENT_SEED):
+            raise ConfigError(f"synthetic storage needs the content's seed, a whole number in "
+                              f"0..2**64-1, got {seed!r}", f"{where}.content_seed")
+        if not isinstance(self.cache_pieces, int) or isinstance(self.cache_pieces, bool) \
+                or self.cache_pieces < 1:
+            raise ConfigError(f"must be a whole number >= 1, got {self.cache_pieces!r}",
+                              f"{where}.cache_pieces")
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PolicySpec:
     """A choker or piece picker: a built-in name or ``module:Class``, with keyword parameters."""
@@ -260,14 +295,18 @@ class PeerConfig:
     """Seconds between per-neighbour byte counter events in the log."""
     delays: LinkDelays = field(default_factory=LinkDelays)
     """Link delays (topology ``latency``); none by default."""
+    storage: StorageSpec = field(default_factory=StorageSpec)
+    """How the content is held: a file (or anonymous memory), or regenerated (synthetic)."""
 
     def validate(self) -> None:
         if self.role not in ("seed", "leecher"):
             raise ConfigError(f"must be 'seed' or 'leecher', got {self.role!r}", "role")
         if len(self.peer_id.encode("latin-1", "replace")) != 20:
             raise ConfigError(f"must be 20 characters, got {self.peer_id!r}", "peer_id")
-        if self.role == "seed" and not self.content:
-            raise ConfigError("a seed needs the content file to serve", "content")
+        self.storage.validate()
+        if self.role == "seed" and not self.content and self.storage.kind == "file":
+            raise ConfigError("a seed needs the content file to serve (or synthetic storage)",
+                              "content")
         if not (0 <= self.listen_port < 65536):
             raise ConfigError(f"must be 0..65535, got {self.listen_port!r}", "listen_port")
         self.upload.validate("upload")
@@ -309,7 +348,8 @@ class PeerConfig:
 
 
 _NESTED = {"upload": RateLimit, "download": RateLimit, "protocol": ProtocolSettings,
-           "choker": PolicySpec, "picker": PolicySpec, "delays": LinkDelays}
+           "choker": PolicySpec, "picker": PolicySpec, "delays": LinkDelays,
+           "storage": StorageSpec}
 
 
 def _build(cls: type, data: Any, prefix: str) -> Any:

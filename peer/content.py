@@ -18,14 +18,14 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from peer.config import BLOCK_SIZE
+from peer.config import BLOCK_SIZE, MAX_CONTENT_SEED
 from peer.errors import ConfigError
 
 DOMAIN = b"bt-testbed"
 """Prefix of every piece's SHAKE-128 input: keeps our content apart from any other scheme's."""
 MIN_PIECE_LENGTH = BLOCK_SIZE
 """A piece holds at least one 16 KiB block (BEP 3 requests are for 2^14 bytes)."""
-MAX_SEED = 2**64 - 1
+MAX_SEED = MAX_CONTENT_SEED
 
 
 def valid_piece_length(piece_length: int) -> bool:
