@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from peer.config import PeerConfig, PolicySpec, ProtocolSettings, RateLimit
+from peer.config import LinkDelays, PeerConfig, PolicySpec, ProtocolSettings, RateLimit
 
 if TYPE_CHECKING:
     from testbed.topology import TrackerOutage
@@ -73,6 +73,8 @@ class PeerPlan:
     choker: PolicySpec = field(default_factory=lambda: PolicySpec(name="tit_for_tat"))
     picker: PolicySpec = field(default_factory=lambda: PolicySpec(name="rarest_first"))
     listen_host: str = "127.0.0.1"
+    delays: LinkDelays = field(default_factory=LinkDelays)
+    """One-way delays this peer adds to what it sends (testbed.topology_latency)."""
 
     def peer_config(self, *, torrent: str, log: str, tracker: str, run_start: float,
                     content: str | None) -> PeerConfig:
@@ -87,7 +89,7 @@ class PeerPlan:
             content=content, tracker=tracker, listen_host=self.listen_host, run_start=run_start,
             seed=self.seed, group=self.group, upload=self.upload, download=self.download,
             protocol=self.protocol, choker=self.choker, picker=self.picker,
-            leave_after_complete=leave,
+            leave_after_complete=leave, delays=self.delays,
         )
 
 

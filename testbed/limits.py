@@ -12,6 +12,7 @@ from __future__ import annotations
 __all__ = [
     "DEFAULT_MAX_PEERS",
     "MAX_FILE_BYTES",
+    "MAX_LATENCY",
     "MAX_NESTING",
     "MAX_PEERS_CEILING",
     "MAX_PIECES",
@@ -51,6 +52,11 @@ and command lines read by other programs, many of which hold integers in 64 sign
 
 MAX_SECONDS = 7 * 24 * 3600.0
 """Every time in a topology (arrivals, departures, the time limit, protocol periods): a week."""
+
+MAX_LATENCY = 5.0
+"""Seconds of one-way delay a group's access link, a link between groups or the tracker may
+add (with jitter no larger): 5 s is beyond any real path (a geostationary hop is 0.3 s), and two
+access delays add up to the most a peer applies (peer.config.MAX_LINK_DELAY, 10 s)."""
 
 MAX_PIECES = 1 << 20
 """Pieces of the content: the .torrent holds 20 bytes of hash per piece (20 MiB here) and every

@@ -14,7 +14,7 @@ import dataclasses
 import hashlib
 import random
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, NoReturn
 
@@ -39,6 +39,7 @@ from testbed.limits import (
     TIMER_BOUNDS,
     seed_problem,
 )
+from testbed.topology_latency import NETWORK_KEYS, LatencyChecker, Network, peer_delays
 from testbed.topology_policy import (
     BUILTIN_CHOKERS,
     BUILTIN_PICKERS,
@@ -102,6 +103,9 @@ class GroupSpec:
     departure_line: int
     command: tuple[str, ...] | None = None
     """A real client's command template: the group's peers are external (testbed.external)."""
+    latency: float = 0.0
+    """One-way access delay in seconds (testbed.topology_latency)."""
+    jitter: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +137,8 @@ class Topology:
     groups: tuple[GroupSpec, ...]
     end: EndCondition
     tracker_outages: tuple[TrackerOutage, ...] = ()
+    network: Network = field(default_factory=Network)
+    """Link delays: defaults, overrides between groups, the tracker's."""
 
     @property
     def peer_count(self) -> int:
@@ -175,7 +181,9 @@ def expand(topology: Topology, seed: int | None = None) -> Experiment:
     # Policy files are run from their copies in the run directory (testbed.topology_policy).
     copies = run_copy_names([p for g in topology.groups for p in (g.choker, g.picker)])
     peers: list[PeerPlan] = []
+    first_index = [sum(g.count for g in topology.groups[:k]) for k in range(len(topology.groups))]
     for group in topology.groups:
+        delays = peer_delays(group, topology.groups, first_index, topology.network)
         # One generator per group, keyed by name: adding a group does not move the others.
         rng = random.Random(f"{run_seed}:{group.name}")
         for i, arrival in enumerate(group.arrival.draw(group.count, rng)):
@@ -198,7 +206,7 @@ def expand(topology: Topology, seed: int | None = None) -> Experiment:
             if group.command is not None:
                 peers.append(ExternalPeerPlan(command=group.command, **fields))
             else:
-                peers.append(PeerPlan(**fields))
+                peers.append(PeerPlan(delays=delays, **fields))
     content = ContentSpec(
         size=topology.content_size, piece_length=topology.piece_size, name=topology.content_name,
         seed=run_seed if topology.content_seed is None else topology.content_seed,
@@ -225,11 +233,12 @@ def _peer_seed(run_seed: int, index: int) -> int:
 # ---------------------------------------------------------------------------------------------
 # The schema
 
-_TOP_KEYS = ("name", "seed", "content", "protocol", "tracker", "groups", "end", "max_peers")
+_TOP_KEYS = ("name", "seed", "content", "protocol", "tracker", "groups", "end", "max_peers",
+             "network")
 _CONTENT_KEYS = ("size", "piece_size", "seed", "name")
-_TRACKER_KEYS = ("announce_interval", "numwant", "url", "outages")
+_TRACKER_KEYS = ("announce_interval", "numwant", "url", "outages", "latency")
 _GROUP_KEYS = ("name", "count", "role", "upload", "download", "choker", "picker", "protocol",
-               "arrival", "departure", "command")
+               "arrival", "departure", "command", "latency", "jitter")
 _TESTBED_ONLY_KEYS = ("choker", "picker", "protocol")
 """Group keys that mean nothing for a real client (it runs its own algorithms)."""
 _END_KEYS = ("all_complete", "time_limit", "tolerate_crashes")
@@ -239,7 +248,7 @@ _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 _GROUP_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
-class _TopologyChecker(PolicyChecker, ScheduleChecker):
+class _TopologyChecker(PolicyChecker, ScheduleChecker, LatencyChecker):
     """Turns the plain YAML value into a ``Topology``; every complaint gets its line."""
 
     def config_error(self, exc: ConfigError) -> NoReturn:
@@ -270,13 +279,14 @@ class _TopologyChecker(PolicyChecker, ScheduleChecker):
         protocol = self.global_protocol(_or_empty(top.get("protocol")), tracker)
         max_peers = self.integer(top.get("max_peers", DEFAULT_MAX_PEERS), "max_peers", 2,
                                  MAX_PEERS_CEILING)
-        groups = self.groups(top["groups"], protocol, max_peers)
+        network = self.mapping(_or_empty(top.get("network")), "network", NETWORK_KEYS)
+        groups = self.groups(top["groups"], protocol, max_peers, network)
         end = self.end(top.get("end", {}))
         self.arrivals_before(end.time_limit, groups)
         return Topology(
             name=name, file=self.file, text=text, seed=seed, **content, protocol=protocol,
             tracker_url=url, announce_interval=announce_interval, groups=groups, end=end,
-            tracker_outages=outages,
+            tracker_outages=outages, network=self.network(network, groups, tracker),
         )
 
     def content(self, value: Any) -> dict[str, Any]:
@@ -384,8 +394,8 @@ class _TopologyChecker(PolicyChecker, ScheduleChecker):
             self.fail(path, f"must be between {low:g} and {high:g}{' ' + unit if unit else ''}"
                             f", got {value:g}")
 
-    def groups(self, value: Any, protocol: ProtocolSettings,
-               max_peers: int) -> tuple[GroupSpec, ...]:
+    def groups(self, value: Any, protocol: ProtocolSettings, max_peers: int,
+               network: dict[str, Any]) -> tuple[GroupSpec, ...]:
         if not isinstance(value, list) or not value:
             self.fail("groups", f"must be a list of peer groups (at least one), "
                                 f"got {describe(value)}")
@@ -393,7 +403,7 @@ class _TopologyChecker(PolicyChecker, ScheduleChecker):
         first_line: dict[str, int] = {}
         total = 0
         for i, raw in enumerate(value):
-            result.append(self.group(raw, f"groups[{i}]", protocol, first_line))
+            result.append(self.group(raw, f"groups[{i}]", protocol, first_line, network))
             total += result[-1].count
             if total > max_peers:
                 self.fail(f"groups[{i}].count",
@@ -410,7 +420,7 @@ class _TopologyChecker(PolicyChecker, ScheduleChecker):
         return tuple(result)
 
     def group(self, raw: Any, path: str, protocol: ProtocolSettings,
-              first_line: dict[str, int]) -> GroupSpec:
+              first_line: dict[str, int], network: dict[str, Any]) -> GroupSpec:
         """One group; ``first_line`` maps the names of the groups before it to their lines."""
         group = self.mapping(raw, path, _GROUP_KEYS, required=("name",))
         name = self.text(group["name"], f"{path}.name", _GROUP_NAME,
@@ -435,6 +445,7 @@ class _TopologyChecker(PolicyChecker, ScheduleChecker):
                     self.fail(f"{path}.{key}", f"an external client group (with 'command') "
                                                f"runs the client's own {key}: remove "
                                                f"'{key}'", key=True)
+        latency, jitter = self.group_delay(group, path, network, command is not None)
         spec = GroupSpec(
             name=name, count=count, role=role,
             upload=self.rate(group.get("upload", "unlimited"), f"{path}.upload"),
@@ -448,7 +459,7 @@ class _TopologyChecker(PolicyChecker, ScheduleChecker):
             departure=departure,
             key=path, line=self.line(path) or 0,
             departure_line=self.line(f"{path}.departure") or self.line(path) or 0,
-            command=command,
+            command=command, latency=latency, jitter=jitter,
         )
         if command is None:
             return spec
