@@ -27,7 +27,7 @@ Clock = Callable[[], float]
 class Connection:
     """The socket side of one connection to a neighbour."""
 
-    def __init__(self, cid: int, stream: trio.SocketStream, addr: str, direction: str,
+    def __init__(self, cid: int, stream: trio.abc.Stream, addr: str, direction: str,
                  num_pieces: int) -> None:
         self.cid = cid
         self.stream = stream
