@@ -19,6 +19,11 @@ above ``resources.SATURATED_CPU`` the scheduler says so, waits, and measures aga
 its runs running it starts the next one regardless, as a sequential run would: waiting cannot
 free CPU that others use.
 
+On a cluster. ``run_plan(..., cluster=Cluster(address))`` hands the same plan to
+``testbed.cluster``, which runs each task's ``remote`` form (the run as ``testbed run`` on a
+Dask worker) and then its ``finish`` here, on the run directory shipped back: the same
+``on_done`` calls, the same ``PlanResult`` (docs/cluster.md). Dask is imported only then.
+
 Stopping. Each child runs in its own session, so a Ctrl-C in the terminal reaches only this
 process, which forwards SIGINT / SIGTERM once to every running run: each stops its processes
 and writes summary.json with status ``interrupted``, exactly as ``testbed run`` does. No further
@@ -39,9 +44,14 @@ import traceback
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from peer.errors import TestbedError
+
+if TYPE_CHECKING:
+    from testbed.experiment import Experiment
+    from testbed.run import RunResult
 
 CPU_RECHECK_SECONDS = 5.0
 """How long to wait before measuring the host CPU again when it was saturated."""
@@ -59,11 +69,62 @@ class Outcome:
 
 
 @dataclass(frozen=True, slots=True)
+class RemoteRun:
+    """One run as a cluster worker runs it (testbed.cluster): ``testbed run`` of this topology
+    text (with the policy files beside it) and seed, into a directory on the worker that is
+    shipped back to ``out``; then ``finish`` here, exactly as after the run in this process."""
+
+    topology_name: str
+    """The topology file's name: the worker writes the text under it (the run's default name
+    is the file's stem)."""
+    topology_text: str
+    policy_files: tuple[tuple[str, bytes], ...]
+    """(path relative to the topology's folder, content) of every policy file it names."""
+    seed: int
+    time_limit: float | None
+    launcher: str
+    out: Path
+    finish: Callable[[RunResult], Outcome]
+
+
+@dataclass(frozen=True, slots=True)
 class Task:
-    """One run of a plan: a name for the progress lines and the function that runs it."""
+    """One run of a plan: a name for the progress lines and the function that runs it (and,
+    to run it on a cluster, the same run described for a worker)."""
 
     name: str
     work: Callable[[], Outcome]
+    remote: Callable[[], RemoteRun] | None = None
+    """Made only for a cluster, before anything starts (it reads the policy files)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Cluster:
+    """``--cluster ADDRESS`` and ``--runs-per-worker N``: where to send the runs of a plan."""
+
+    address: str
+    runs_per_worker: int = 1
+
+
+def remote_run(experiment: Experiment, topology_file: str | Path, topology_text: str,
+               out: Path, *, time_limit: float | None, launcher: str,
+               finish: Callable[[RunResult], Outcome]) -> RemoteRun:
+    """The ``RemoteRun`` of one run of ``experiment``. Policy files go with it; one outside the
+    topology's folder cannot (the worker recreates that folder, not the whole file system)."""
+    base = Path(topology_file).parent.resolve()
+    files = []
+    for _copy, source in experiment.policy_files:
+        path = Path(source).resolve()
+        if not path.is_relative_to(base):
+            raise TestbedError(f"{source}: a policy file outside the topology's folder {base}/ "
+                               "cannot be sent to a cluster worker: move it beside the topology")
+        try:
+            files.append((path.relative_to(base).as_posix(), path.read_bytes()))
+        except OSError as exc:
+            raise TestbedError(f"{source}: cannot read: {exc.strerror}") from None
+    return RemoteRun(topology_name=Path(topology_file).name, topology_text=topology_text,
+                     policy_files=tuple(files), seed=experiment.seed, time_limit=time_limit,
+                     launcher=launcher, out=out.absolute(), finish=finish)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +153,30 @@ def add_jobs_argument(parser: Any, what: str) -> None:
                         help=f"run up to J {what} at once, each in its own process, never "
                         "starting one while the host CPU is saturated (default 1: one after "
                         "the other, with live progress)")
+
+
+def add_cluster_arguments(parser: Any, what: str) -> None:
+    """``--cluster ADDRESS`` and ``--runs-per-worker N`` (testbed.cluster, docs/cluster.md)."""
+    parser.add_argument("--cluster", metavar="ADDRESS",
+                        help=f"send the {what} to the workers of the Dask scheduler at ADDRESS "
+                        "(tcp://HOST:8786), each run whole on one worker (docs/cluster.md)")
+    parser.add_argument("--runs-per-worker", type=count_argument("runs"), metavar="N",
+                        help="with --cluster: up to N runs at once on each worker, never "
+                        "starting one while that worker's CPU is saturated (default 1)")
+
+
+def cluster_of(args: Any) -> Cluster | None:
+    """The ``Cluster`` that ``--cluster`` / ``--runs-per-worker`` name, or None; a
+    ``TestbedError`` (exit 2) for a combination that means nothing."""
+    if args.cluster is None:
+        if args.runs_per_worker is not None:
+            raise TestbedError("--runs-per-worker is for --cluster runs: give --cluster too")
+        return None
+    if args.jobs != 1:
+        raise TestbedError("--jobs runs several at once here, --cluster on the cluster's "
+                           "workers: give one of them")
+    address = args.cluster if "://" in args.cluster else f"tcp://{args.cluster}"
+    return Cluster(address, args.runs_per_worker or 1)
 
 
 def count_argument(what: str) -> Callable[[str], int]:
@@ -125,12 +210,18 @@ def run_plan(tasks: Sequence[Task], *, jobs: int = 1,
              on_done: Callable[[Finished], None] | None = None,
              echo: Callable[[str], None] = print,
              cpu_probe: Callable[[], float] | None = None,
-             cpu_recheck: float = CPU_RECHECK_SECONDS) -> PlanResult:
-    """Run every task, at most ``jobs`` at once; stop starting new ones once a run is
-    interrupted. ``cpu_probe`` measures the host CPU (percent of all cores) for the guard
-    (default ``host_cpu_percent``)."""
+             cpu_recheck: float = CPU_RECHECK_SECONDS,
+             cluster: Cluster | None = None) -> PlanResult:
+    """Run every task, at most ``jobs`` at once (or on ``cluster``'s workers, every task then
+    needing its ``remote`` form); stop starting new ones once a run is interrupted.
+    ``cpu_probe`` measures the host CPU (percent of all cores) for the guard (default
+    ``host_cpu_percent``)."""
     if jobs < 1:
         raise ValueError(f"jobs must be at least 1, got {jobs}")
+    if cluster is not None:
+        from testbed.cluster import run_on_cluster
+
+        return run_on_cluster(tasks, cluster, on_done or _ignore, echo)
     if jobs == 1:
         return _run_in_process(tasks, on_done or _ignore)
     return _Scheduler(tasks, jobs, on_done or _ignore, echo, cpu_probe or host_cpu_percent,

@@ -18,7 +18,7 @@ from testbed.regress.report import format_set
 
 if TYPE_CHECKING:
     from testbed.experiment import Experiment
-    from testbed.parallel import Finished, PlanResult, Task
+    from testbed.parallel import Cluster, Finished, PlanResult, Task
     from testbed.run import LauncherKind, RunResult
 
 __all__ = [
@@ -166,9 +166,9 @@ def _repetition_figures(result: RunResult) -> tuple[dict[str, Any], bool]:
 def run_repeated(topology: Path, *, repeat: int, seed: int | None, out: Path | None,
                  runs_root: Path, time_limit: float | None = None, quiet: bool = False,
                  launcher: LauncherKind = "fork", command: Sequence[str] = (),
-                 jobs: int = 1) -> tuple[Path, int]:
+                 jobs: int = 1, cluster: Cluster | None = None) -> tuple[Path, int]:
     """``testbed run TOPOLOGY --repeat K``: K runs with seeds s … s+K−1 into one results set,
-    up to ``jobs`` at once (testbed.parallel).
+    up to ``jobs`` at once (testbed.parallel), or on ``cluster``'s workers (testbed.cluster).
 
     Every topology/seed is validated before anything starts (a TopologyError then). results.json
     is rewritten after every repetition, in seed order, so an interrupted set keeps what it
@@ -206,10 +206,10 @@ def run_repeated(topology: Path, *, repeat: int, seed: int | None, out: Path | N
 
     options = {"time_limit": time_limit, "quiet": quiet or jobs > 1, "launcher": launcher,
                "command": tuple(command)}
-    tasks = [_repetition_task(experiment, topo.text, root / f"rep-{i}", options,
-                              f"{i + 1}/{repeat}", announce=jobs == 1)
+    tasks = [_repetition_task(experiment, topology, topo.text, root / f"rep-{i}", options,
+                              f"{i + 1}/{repeat}", announce=jobs == 1 and cluster is None)
              for i, experiment in enumerate(experiments)]
-    plan = run_plan(tasks, jobs=jobs, on_done=on_done)
+    plan = run_plan(tasks, jobs=jobs, on_done=on_done, cluster=cluster)
     if plan.interrupted:
         return root, _interrupted_status(plan)
     if not entries:
@@ -219,11 +219,11 @@ def run_repeated(topology: Path, *, repeat: int, seed: int | None, out: Path | N
     return root, _set_status(plan.finished)
 
 
-def _repetition_task(experiment: Experiment, topology_text: str, out: Path,
+def _repetition_task(experiment: Experiment, topology: Path, topology_text: str, out: Path,
                      settings: dict[str, Any], progress: str, *, announce: bool) -> Task:
     """One repetition as a task of the plan: run it, compute its metrics. ``announce``: print
     what ``testbed run`` prints (runs one at a time; else the scheduler's lines say it)."""
-    from testbed.parallel import Outcome, Task
+    from testbed.parallel import Outcome, RemoteRun, Task, remote_run
     from testbed.run import RunOptions, execute_run
     from testbed.summary import exit_status, format_summary
 
@@ -233,6 +233,14 @@ def _repetition_task(experiment: Experiment, topology_text: str, out: Path,
         result = execute_run(experiment, topology_text, RunOptions(out=out, **settings))
         if announce:
             print(format_summary(result.summary, result.run_dir), flush=True)
+        return finish(result)
+
+    def remote() -> RemoteRun:
+        return remote_run(experiment, topology, topology_text, out,
+                          time_limit=settings["time_limit"], launcher=settings["launcher"],
+                          finish=finish)
+
+    def finish(result: RunResult) -> Outcome:
         status = result.summary["status"]
         if status == "interrupted":
             return Outcome(status, {"exit_status": exit_status(result.summary)})
@@ -240,7 +248,7 @@ def _repetition_task(experiment: Experiment, topology_text: str, out: Path,
         return Outcome(status, {"exit_status": exit_status(result.summary),
                                 "figures": figures, "analysis_failed": failed})
 
-    return Task(f"{out.name} (seed {experiment.seed})", work)
+    return Task(f"{out.name} (seed {experiment.seed})", work, remote)
 
 
 def _interrupted_status(plan: PlanResult) -> int:
