@@ -14,21 +14,27 @@ from peer.trust import Address, Trust
 
 
 class AddressBook:
-    def __init__(self, rng: random.Random, trust: Trust) -> None:
+    def __init__(self, rng: random.Random, trust: Trust, *, redial_backoff: float = 10.0,
+                 max_redial_wait: float = 600.0) -> None:
         self.rng = rng
         """Seeded by the peer's seed: the order in which tracker peers are dialled."""
         self.trust = trust
+        self.redial_backoff = redial_backoff
+        self.max_redial_wait = max_redial_wait
         self.dialing: set[Address] = set()
+        self._failures: dict[Address, tuple[int, float]] = {}
+        """Address -> (dials in a row that failed, when the last of them failed)."""
         self.peer_at: dict[Address, bytes] = {}
         """Listening address -> peer id, learnt from the handshakes of connections we dialled
         and from BEP 10 handshakes."""
 
     def to_dial(self, peers: list[Address], own: Address, *, open_addrs: Iterable[str],
-                neighbours: Container[bytes], room: int) -> list[Address]:
+                neighbours: Container[bytes], room: int, now: float) -> list[Address]:
         """Up to ``room`` (less dials under way) of the tracker's ``peers`` to dial now, in a
         seeded random order (``peers`` is shuffled in place), marked as being dialled: not
         ourselves, not an address we are connected to (``open_addrs``: ``host:port``) or that
-        a neighbour listens on, never a banned one."""
+        a neighbour listens on, never a banned one, none still backing off after failed
+        dials."""
         known = set(open_addrs)
         # An accepted connection shows the remote's ephemeral port, not the one it listens on,
         # so the tracker's address of a neighbour we accepted is unknown to us until we dial it
@@ -41,7 +47,8 @@ class AddressBook:
             if len(self.dialing) >= room:
                 break
             if (host, port) == own or (host, port) in self.dialing or \
-                    f"{host}:{port}" in known or self.trust.is_banned_address((host, port)):
+                    f"{host}:{port}" in known or self.trust.is_banned_address((host, port)) \
+                    or self.backing_off((host, port), now):
                 continue
             self.dialing.add((host, port))
             chosen.append((host, port))
@@ -49,6 +56,24 @@ class AddressBook:
 
     def dial_ended(self, address: Address) -> None:
         self.dialing.discard(address)
+
+    def dial_failed(self, address: Address, now: float) -> None:
+        """A dial to ``address`` gave no neighbour: no connection, or one closed before its
+        handshake (a peer full at its cap refuses that way)."""
+        failures, _ = self._failures.get(address, (0, now))
+        self._failures[address] = (failures + 1, now)
+
+    def dial_succeeded(self, address: Address) -> None:
+        self._failures.pop(address, None)
+
+    def backing_off(self, address: Address, now: float) -> bool:
+        """Whether ``address`` failed lately: ``redial_backoff`` after one failure, doubled at
+        each failure in a row, at most ``max_redial_wait``."""
+        failures, last = self._failures.get(address, (0, 0.0))
+        if not failures:
+            return False
+        wait = min(self.redial_backoff * 2.0 ** (failures - 1), self.max_redial_wait)
+        return now < last + wait
 
     def learn(self, address: Address, peer_id: bytes) -> None:
         self.peer_at[address] = peer_id

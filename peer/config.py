@@ -19,10 +19,12 @@ from peer.errors import ConfigError
 
 BLOCK_SIZE = 16 * 1024  # BEP 3: requests are for 2^14 bytes; larger ones are refused
 FALLBACK_ANNOUNCE_INTERVAL = 30.0
-# What stops a peer cleanly (announce stopped, flush the log, exit 0): the orchestrator's
-# SIGTERM and a terminal's Ctrl-C.
-STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})
 """Seconds between announces while following the tracker and it has not named an interval."""
+MAX_REDIAL_WAIT = 600.0
+"""The longest wait before dialling a failing address again (``redial_backoff`` doubled)."""
+STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})
+"""What stops a peer cleanly (announce stopped, flush the log, exit 0): the orchestrator's
+SIGTERM and a terminal's Ctrl-C."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -73,6 +75,11 @@ class ProtocolSettings:
     """At the neighbour cap, a new connection takes the place of a neighbour idle this long (no
     interest either way, no block either way), as real clients make room, so that idle
     connections cannot lock honest peers out; without one idle, it is refused."""
+    redial_backoff: float = 10.0
+    """Seconds before dialling again an address whose last dial failed (no connection, or closed
+    before its handshake: a peer full at its neighbour cap); doubled at each failure in a row, up
+    to ``MAX_REDIAL_WAIT``. Like libtorrent's ``min_reconnect_time`` x fail count: without it, a
+    swarm larger than the cap redials its full neighbours at every announce."""
 
     @property
     def first_announce_interval(self) -> float:
@@ -94,7 +101,7 @@ class ProtocolSettings:
                 f"{where}.optimistic_slots",
             )
         for name in ("rechoke_period", "optimistic_period", "rate_window", "snub_time",
-                     "stall_timeout", "request_queue_time"):
+                     "stall_timeout", "request_queue_time", "redial_backoff"):
             value = getattr(self, name)
             if not _is_number(value) or value <= 0:
                 raise ConfigError(f"must be a number of seconds > 0, got {value!r}",

@@ -315,7 +315,7 @@ class Node:
     def _dial(self, peers: list[Address]) -> None:
         assert self._nursery is not None
         own = (self.config.listen_host, self.listen_port)
-        for address in self.session.peers_to_dial(peers, own):
+        for address in self.session.peers_to_dial(peers, own, self.now()):
             self._nursery.start_soon(self._dial_one, address)
 
     async def _dial_one(self, address: Address) -> None:
@@ -324,6 +324,7 @@ class Node:
             with trio.fail_after(DIAL_TIMEOUT):
                 stream = await trio.open_tcp_stream(host, port)
         except (OSError, trio.TooSlowError):
+            self.session.dial_failed(address, self.now())
             return
         finally:
             self.session.dial_ended(address)

@@ -35,7 +35,7 @@ from peer.actions import (
 )
 from peer.addresses import AddressBook
 from peer.choking import Choking
-from peer.config import ProtocolSettings
+from peer.config import MAX_REDIAL_WAIT, ProtocolSettings
 from peer.counters import Counters
 from peer.duplicates import MAX_HELD_MESSAGES, Spare, Spares, crossed, new_one_wins
 from peer.eventlog import peer_id_text
@@ -82,7 +82,8 @@ class Session:
         """Every open connection, handshake done or not, by connection id."""
         self.trust = Trust()
         """Banned peers and the evidence of failed pieces (peer/trust.py)."""
-        self.addresses = AddressBook(rng, self.trust)
+        self.addresses = AddressBook(rng, self.trust, redial_backoff=settings.redial_backoff,
+                                     max_redial_wait=MAX_REDIAL_WAIT)
         """Whose listening address is which, dials under way (peer/addresses.py); ``rng``,
         seeded by the peer's seed, orders the dials."""
         self.spares = Spares()
@@ -140,16 +141,20 @@ class Session:
         self.listen_port = listen_port
         self.start_time = now
 
-    def peers_to_dial(self, peers: list[Address], own: Address) -> list[Address]:
+    def peers_to_dial(self, peers: list[Address], own: Address, now: float) -> list[Address]:
         """Which of the tracker's peers to dial now (peer/addresses.py), up to
-        ``max_neighbours``; call ``dial_ended`` when each dial is over."""
+        ``max_neighbours``; call ``dial_ended`` when each dial is over (and ``dial_failed`` if
+        it gave no connection)."""
         return self.addresses.to_dial(
             peers, own, open_addrs=(nbr.addr for nbr in self._connections.values()),
             neighbours=self.neighbours,
-            room=self.settings.max_neighbours - len(self._connections))
+            room=self.settings.max_neighbours - len(self._connections), now=now)
 
     def dial_ended(self, address: Address) -> None:
         self.addresses.dial_ended(address)
+
+    def dial_failed(self, address: Address, now: float) -> None:
+        self.addresses.dial_failed(address, now)
 
     def connection_opened(self, cid: int, addr: str, direction: str,
                           now: float) -> Sequence[Action]:
@@ -213,6 +218,7 @@ class Session:
             if self.trust.is_banned_address((host, int(port))):
                 raise Refused("banned")  # dialled before the ban
             self.addresses.learn((host, int(port)), peer_id)
+            self.addresses.dial_succeeded((host, int(port)))
         if self.trust.is_banned(nbr.peer):
             self.addresses.ban(nbr.peer)  # a new address of a banned peer, maybe
             raise Refused("banned")
@@ -561,6 +567,10 @@ class Session:
                 return  # its close was logged when it was set aside
             reason = "duplicate"  # whoever closed it first: it was never needed
         if not nbr.registered:
+            if nbr.direction == "out" and nbr.peer_id is None:
+                # No handshake came back: a peer full at its cap refuses this way.
+                host, _, port = nbr.addr.rpartition(":")
+                self.addresses.dial_failed((host, int(port)), now)
             self._log("conn_close", peer=nbr.peer or None, addr=nbr.addr, reason=reason,
                       up=0, down=0)
             return

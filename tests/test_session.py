@@ -491,7 +491,7 @@ def test_a_peer_that_sent_all_of_a_failed_piece_is_banned_for_the_rest_of_the_ru
     assert h.closed == {liar: "banned"} and h.session.pieces.availability == [0] * NUM
     # Never again: not dialled, its handshakes refused (counted), from any address.
     tracker_list = [("127.0.0.1", 7001), ("127.0.0.1", 7002)]
-    assert h.session.peers_to_dial(list(tracker_list), own=("127.0.0.1", 6881)) == [
+    assert h.session.peers_to_dial(list(tracker_list), own=("127.0.0.1", 6881), now=0.0) == [
         ("127.0.0.1", 7002)]
     again = h.connect(1, direction="in", now=50.0)
     assert h.closed[again] == "banned" and not h.session.neighbours
@@ -799,11 +799,37 @@ def test_peers_to_dial_skip_ourselves_known_neighbours_and_stop_at_the_cap():
     payload = b"\x00" + bencode.encode({"m": {}, "p": 7102})
     h.deliver(accepted, wire.Unknown(msg_id=EXTENDED, payload=payload))
     tracker_list = [("127.0.0.1", port) for port in (6881, 7001, 7102, 7201, 7202, 7203)]
-    chosen = h.session.peers_to_dial(list(tracker_list), own=("127.0.0.1", 6881))
+    chosen = h.session.peers_to_dial(list(tracker_list), own=("127.0.0.1", 6881), now=0.0)
     assert len(chosen) == 2 and set(chosen) <= {("127.0.0.1", p) for p in (7201, 7202, 7203)}
-    assert h.session.peers_to_dial(list(tracker_list), own=("127.0.0.1", 6881)) == []
+    assert h.session.peers_to_dial(list(tracker_list), own=("127.0.0.1", 6881), now=0.0) == []
     h.session.dial_ended(chosen[0])
-    assert len(h.session.peers_to_dial(list(tracker_list), own=("127.0.0.1", 6881))) == 1
+    assert len(h.session.peers_to_dial(list(tracker_list), own=("127.0.0.1", 6881), now=0.0)) == 1
+
+
+def test_an_address_whose_dials_fail_is_dialled_again_only_after_a_doubling_wait():
+    # A swarm larger than the neighbour cap: peers full at their cap refuse our dials (they
+    # close before a handshake); dialling them at every announce is most of an idle swarm's CPU.
+    h = make_session(redial_backoff=10.0)
+    own, full = ("127.0.0.1", 6881), ("127.0.0.1", 7001)
+
+    def dial(now: float) -> bool:
+        chosen = h.session.peers_to_dial([full], own, now=now)
+        for address in chosen:
+            h.session.dial_ended(address)
+        return bool(chosen)
+
+    assert dial(0.0)
+    cid = h.open(1, direction="out", now=0.0)
+    h.take(h.session.connection_closed(cid, "remote closed", 0.1))  # refused: no handshake
+    assert not dial(10.0) and dial(10.2)  # 10 s after the failure
+    h.session.dial_failed(full, 10.3)  # the second dial did not even connect
+    assert not dial(30.2) and dial(30.4)  # 20 s
+    h.session.dial_failed(full, 30.4)
+    assert not dial(70.3) and dial(70.5)  # 40 s
+    # An answered dial clears the record: the next one is not held back.
+    h.connect(1, direction="out", now=70.6)
+    h.take(h.session.connection_closed(h.cid_of[1], "remote closed", 71.0))
+    assert dial(71.0)
 
 
 def test_what_an_announce_reports_moves_with_the_download():
