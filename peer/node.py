@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import mmap
 import os
 import random
 import signal
@@ -38,12 +37,12 @@ from peer.actions import (
 from peer.bucket import TokenBucket
 from peer.config import STOP_SIGNALS, PeerConfig, RateLimit
 from peer.connection import Connection, close_reason
-from peer.errors import TestbedError
 from peer.eventlog import SCHEMA_VERSION, EventLog, RunClock
 from peer.metainfo import Metainfo, read_torrent
 from peer.pieces import PieceState
 from peer.policy import build_choker, build_picker
 from peer.session import Session
+from peer.storage import open_storage
 from peer.tracker_client import Address, AnnounceRequest, AnnounceSchedule, TrackerClient
 
 HANDSHAKE_TIMEOUT = 10.0
@@ -174,7 +173,8 @@ class Node:
             download={"rate": c.download.rate, "burst": _finite(self.down_bucket.burst)},
             choker={"name": c.choker.name, "params": c.choker.params},
             picker={"name": c.picker.name, "params": c.picker.params},
-            protocol=c.to_json()["protocol"], seed=c.seed, have=self.pieces.have_count)
+            protocol=c.to_json()["protocol"], seed=c.seed, have=self.pieces.have_count,
+            storage=self.pieces.storage.kind)
         self.log.flush()
 
     # --- doing what the session says --------------------------------------------------------
@@ -220,8 +220,7 @@ class Node:
     async def _finish_download(self) -> None:
         """Write the content out (off the event loop), then let the peer announce and leave."""
         if self.config.content and self.config.role == "leecher":
-            await trio.to_thread.run_sync(Path(self.config.content).write_bytes,
-                                          self.pieces.storage)
+            await trio.to_thread.run_sync(self.pieces.storage.save, Path(self.config.content))
         self.completed.set()
         self._announce_now.set()
 
@@ -379,24 +378,6 @@ class Node:
         if self.session.is_open(conn.cid):
             # Messages that came in the same segment as the handshake.
             conn.deliver_buffered(self.session, self._act, self.now())
-
-
-def open_storage(config: PeerConfig, metainfo: Metainfo) -> memoryview:
-    """A seed's content file, mapped read-only; a leecher's empty buffer of the same size."""
-    if config.role == "seed":
-        path = Path(config.content or "")
-        try:
-            size = path.stat().st_size
-            if size != metainfo.length:
-                raise TestbedError(f"{path}: content is {size} bytes, the torrent says "
-                                   f"{metainfo.length}")
-            with open(path, "rb") as f:
-                return memoryview(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
-        except OSError as exc:
-            raise TestbedError(f"{path}: cannot read the content: {exc.strerror}") from None
-    # Anonymous memory is zero-filled lazily by the kernel, so a peer's RSS grows with what it
-    # has downloaded, not with the size of the torrent.
-    return memoryview(mmap.mmap(-1, max(1, metainfo.length)))
 
 
 def _finite(value: float) -> float | None:

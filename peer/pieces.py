@@ -2,7 +2,8 @@
 
 Sans-I/O: the node feeds it block arrivals and asks it what to request next; it never touches a
 socket or a clock (times are passed in). Block data is written straight into the peer's storage
-buffer, so a piece is hashed where it lies and nothing is copied twice.
+(peer/storage.py), so a piece is hashed where it lies and nothing is copied twice; the storage
+hears when a piece verified (a synthetic one then drops the received bytes).
 
 Request order: blocks of pieces already started come first (strict priority, so pieces finish
 and can be traded), then the piece picker chooses a new piece, and once every missing block has
@@ -23,6 +24,7 @@ from collections.abc import Callable, Container, Hashable, Sequence
 from dataclasses import dataclass, field
 
 from peer.config import BLOCK_SIZE
+from peer.storage import MemoryStorage, Storage
 
 FREE, REQUESTED, DONE = 0, 1, 2
 
@@ -71,12 +73,13 @@ class BlockResult:
 
 class PieceState:
     def __init__(self, *, piece_length: int, length: int, piece_hashes: Sequence[bytes],
-                 storage: bytearray | memoryview, have_all: bool) -> None:
+                 storage: Storage | bytearray | memoryview, have_all: bool) -> None:
         self.piece_length = piece_length
         self.length = length
         self.num_pieces = len(piece_hashes)
         self.piece_hashes = piece_hashes
-        self.storage = storage
+        self.storage: Storage = (MemoryStorage(storage)
+                                 if isinstance(storage, bytearray | memoryview) else storage)
         self.have = bytearray([1 if have_all else 0]) * self.num_pieces
         self.have_count = self.num_pieces if have_all else 0
         self.availability = [0] * self.num_pieces
@@ -104,13 +107,11 @@ class PieceState:
         return 0 <= begin < size and begin + length <= size
 
     def read_block(self, index: int, begin: int, length: int) -> bytes:
-        offset = index * self.piece_length + begin
-        return bytes(self.storage[offset:offset + length])
+        return bytes(self.storage.read(index * self.piece_length + begin, length))
 
     def piece_data(self, index: int) -> memoryview:
-        """The bytes of a piece as they lie in the storage (not copied)."""
-        start = index * self.piece_length
-        return memoryview(self.storage)[start:start + self.piece_size(index)]
+        """The bytes of a piece as the storage holds them (not copied)."""
+        return self.storage.read(index * self.piece_length, self.piece_size(index))
 
     # --- availability -----------------------------------------------------------------------
 
@@ -264,8 +265,7 @@ class PieceState:
         if sender not in piece.senders:
             piece.senders.append(sender)
         piece.block_senders[block] = sender
-        offset = index * self.piece_length + begin
-        self.storage[offset:offset + len(data)] = data
+        self.storage.write(index * self.piece_length + begin, data)
         if piece.done_blocks < len(piece.block_state):
             return BlockResult.ACCEPTED, None
         return BlockResult.ACCEPTED, self._finish(piece)
@@ -279,6 +279,7 @@ class PieceState:
             self.have[piece.index] = 1
             self.have_count += 1
             self.bytes_verified += piece.size
+            self.storage.piece_verified(piece.index)
         else:
             # Discard and fetch again; the session weighs the evidence (peer/trust.py).
             nblocks = len(piece.block_state)

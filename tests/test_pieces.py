@@ -280,7 +280,7 @@ def test_good_piece_is_verified_and_counted(content):
     assert done.duplicate_requesters == ()
     assert state.have[3] == 1 and state.have_count == 1 and state.bytes_verified == LAST
     assert 3 not in state.active
-    assert state.storage[3 * PIECE:] == data[3 * PIECE:]
+    assert bytes(state.storage)[3 * PIECE:] == data[3 * PIECE:]
     # A late copy of a block of a finished piece is redundant and changes nothing.
     assert state.on_block("B", "peerB", 3, 0, block(data, 3, 0)) == (BlockResult.REDUNDANT, None)
     assert state.have_count == 1
