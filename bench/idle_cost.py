@@ -47,8 +47,9 @@ name: idle_cost
 seed: 1
 content: {{size: 16MiB, piece_size: 256KiB}}
 groups:
-  # Arrives long after the end: nobody has anything to give, every leecher stays connected.
-  - {{name: seed, role: seed, upload: 1MiB/s, arrival: {time_limit * 100:g}}}
+  # Arrives half a second before the end (validation refuses an arrival after it): until
+  # then nobody has anything to give, and no leecher learns of it before its next announce.
+  - {{name: seed, role: seed, upload: 1MiB/s, arrival: {time_limit - 0.5:g}}}
   - {{name: leecher, count: {peers}, upload: 512KiB/s}}
 end: {{all_complete: false, time_limit: {time_limit:g}}}
 """
