@@ -4,8 +4,9 @@
         [--profile DIR]     # a cProfile dump per peer (BT_TESTBED_PROFILE): CPU is inflated
 
 Runs ``testbed run`` on a generated topology: N leechers of a 16 MiB torrent whose only seed
-arrives half a second before the run's end, so the leechers find each other through the tracker, connect
-(up to ``max_neighbours`` each) and then hold their connections with nothing to exchange. This
+arrives half a second before the run's end, so the leechers find each other through the
+tracker, connect (up to ``max_neighbours`` each) and then hold their connections with nothing
+to exchange. This
 is the idle state that costs something: seeds close connections to seeds ("both seeds"), so N
 seeds would hold no connections at all, while leechers waiting for content keep every
 connection, their rechoke timers, keep-alives and announces running. The run lasts
