@@ -1,4 +1,5 @@
-"""The ``testbed`` command: ``run``, ``validate``, ``analyze``, ``check`` and ``compare``.
+"""The ``testbed`` command: ``run``, ``validate``, ``analyze``, ``report``, ``check``, ``compare``
+and ``sweep``.
 
 Bad input (a topology, an existing --out directory, bad arguments) prints one line on stderr and
 exits with status 2, and nothing starts. ``testbed run`` exits 0 when the run completed with no
@@ -14,9 +15,12 @@ import math
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from peer.errors import TestbedError
+
+if TYPE_CHECKING:
+    from testbed.regress import Comparison
 
 PROG = "testbed"
 
@@ -103,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--expect", type=Path, required=True, metavar="FILE",
                        help="an expectations YAML file")
     check.add_argument("--json", action="store_true", help="machine-readable output")
+    _add_verdict_files(check)
 
     compare = sub.add_parser("compare", help="compare a candidate results set to a baseline",
                              description="Exit 0 pass, 1 regression, 2 usage error "
@@ -115,11 +120,67 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--tolerance", metavar="T",
                          help="practical tolerance for every metric: 10%% (of the baseline "
                          "median) or a number in the metric's unit (default: per metric)")
+    _add_verdict_files(compare)
+
+    report = sub.add_parser("report", help="write report.html for a run, results set or sweep",
+                            description="One self-contained HTML page (docs/analysis.md): "
+                            "PATH/report.html.")
+    report.add_argument("path", type=Path, metavar="PATH",
+                        help="a run directory, a results set (--repeat) or a sweep directory")
+    report.add_argument("--expect", type=Path, metavar="FILE",
+                        help="a results set: add the check verdicts against this file")
 
     from testbed.sweep import add_sweep_parser  # stdlib-only at import: start-up stays quick
 
     add_sweep_parser(sub, _seconds, _seed)
     return parser
+
+
+def _add_verdict_files(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--junit", type=Path, metavar="FILE",
+                        help="also write the verdicts as JUnit XML (one test case per metric)")
+    parser.add_argument("--html", type=Path, metavar="FILE",
+                        help="also write the verdict table and both sides' distributions as "
+                        "one HTML page")
+
+
+def _write_verdict_files(args: argparse.Namespace, result: Comparison) -> int:
+    """``--junit`` / ``--html``: 0, or 2 after one line when a file cannot be written."""
+    from testbed.regress.report import junit_xml
+
+    files: list[tuple[Path, Callable[[], str]]] = []
+    if args.junit is not None:
+        files.append((args.junit, lambda: junit_xml(result)))
+    if args.html is not None:
+        try:
+            from analysis.html import comparison_html  # pandas, matplotlib: only when asked
+        except ImportError as exc:
+            return _error(f"--html: the analysis is not available ({exc})")
+        files.append((args.html, lambda: comparison_html(result)))
+    for path, make in files:
+        try:
+            path.write_text(make(), encoding="utf-8")
+        except OSError as exc:
+            return _error(f"cannot write {path}: {exc.strerror or exc}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    try:
+        from analysis.html import cli_report
+    except ImportError as exc:
+        return _error(f"the analysis is not available ({exc})")
+    return cli_report(args.path, args.expect)
+
+
+def report_at_end(path: Path) -> None:
+    """report.html at the end of a run, a results set or a sweep; never fails the run."""
+    try:
+        from analysis.html import report_quietly
+    except ImportError as exc:
+        print(f"{PROG}: warning: no report.html: {exc}", file=sys.stderr)
+        return
+    report_quietly(path, PROG)
 
 
 def _error(message: str) -> int:
@@ -179,17 +240,19 @@ def cmd_regress(args: argparse.Namespace) -> int:
                                  regress.load_results(args.candidate), alpha=args.alpha,
                                  tolerance=tolerance)
     print(json.dumps(result.to_json()) if args.json else regress.format_report(result))
-    return result.exit_status
+    return _write_verdict_files(args, result) or result.exit_status
 
 
 def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if args.repeat is not None:
         from testbed.regress import run_repeated
 
-        _, status = run_repeated(args.topology, repeat=args.repeat, seed=args.seed,
+        root, status = run_repeated(args.topology, repeat=args.repeat, seed=args.seed,
                                  out=args.out, runs_root=args.runs, time_limit=args.time_limit,
                                  quiet=args.quiet, launcher=args.launcher, command=(PROG, *argv),
                                  jobs=args.jobs)
+        if status not in (130, 143):  # interrupted: nothing more is written, as before
+            report_at_end(root)
         return status
     if args.jobs != 1:
         return _error("--jobs runs repetitions at once: give --repeat K too")
@@ -220,6 +283,7 @@ def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     except TestbedError as exc:
         print(f"{PROG}: analysis: {exc}", file=sys.stderr)
         analyzed = 2
+    report_at_end(result.run_dir)
     return status or (1 if analyzed else 0)
 
 
@@ -233,6 +297,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_analyze(args.run_dir, args.json)
         if args.command in ("check", "compare"):
             return cmd_regress(args)
+        if args.command == "report":
+            return cmd_report(args)
         if args.command == "sweep":
             from testbed.sweep import cli_sweep
 

@@ -566,6 +566,9 @@ def cli_sweep(args: argparse.Namespace, argv: Sequence[str]) -> int:
           + (" (interrupted)" if result.interrupted else ""))
     print(format_table(result.rows, [p.path for p in params]))
     print(f"table: {result.sweep_dir / SWEEP_CSV}, {result.sweep_dir / SWEEP_JSON}")
+    from testbed.cli import report_at_end  # report.html; a failure is one warning line
+
+    report_at_end(result.sweep_dir)
     if any(r["cpu_saturated"] for r in result.rows):
         print("WARNING: the host CPU was saturated during some runs (cpu_sat): their times "
               "reflect the machine as much as the protocol", file=sys.stderr)
