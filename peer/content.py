@@ -80,6 +80,12 @@ def iter_synthetic_pieces(size: int, seed: int, piece_length: int) -> Iterator[b
         yield _piece(seed, index, piece_size(index, piece_length, size))
 
 
+def synthetic_piece_hashes(size: int, seed: int, piece_length: int) -> list[bytes]:
+    """The SHA-1 digest of every piece, for a .torrent made without writing the content."""
+    return [hashlib.sha1(piece).digest()
+            for piece in iter_synthetic_pieces(size, seed, piece_length)]
+
+
 def write_synthetic_content(path: str | Path, size: int, seed: int,
                             piece_length: int) -> list[bytes]:
     """Write the content to ``path``; return the SHA-1 digest of every piece.

@@ -99,13 +99,14 @@ def check_free_space(experiment: Experiment, target: Path, time_limit: float | N
         return  # cannot tell: the run's own write errors will say it
     spec = experiment.content
     pieces = -(-spec.size // spec.piece_length)
-    content = spec.size + 20 * pieces + 4096
+    file = spec.size if spec.storage == "file" else 0  # synthetic storage writes no content
+    content = file + 20 * pieces + 4096
     logs = estimated_log_bytes(experiment, time_limit)
     needed = content + logs + summary_reserve_size(experiment) + LOW_SPACE
     if free < needed:
         raise DiskSpaceError(
             f"not enough free disk space for the run in {where}: {format_size(free)} free, "
-            f"the run needs at least {format_size(needed)} (content {format_size(spec.size)}, "
+            f"the run needs at least {format_size(needed)} (content {format_size(file)}, "
             f"logs ~{format_size(logs)}); free some space or give --out on another filesystem")
 
 

@@ -11,7 +11,14 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from peer.config import LinkDelays, PeerConfig, PolicySpec, ProtocolSettings, RateLimit
+from peer.config import (
+    LinkDelays,
+    PeerConfig,
+    PolicySpec,
+    ProtocolSettings,
+    RateLimit,
+    StorageSpec,
+)
 
 if TYPE_CHECKING:
     from testbed.topology import TrackerOutage
@@ -42,6 +49,18 @@ class ContentSpec:
     size: int
     piece_length: int = 256 * 1024
     seed: int = 0
+    storage: Literal["file", "synthetic"] = "file"
+    """How the testbed peers hold it (peer.config.StorageSpec): ``synthetic`` (regenerated from
+    ``seed``: no content file, memory independent of the size) or ``file`` (the seeds serve the
+    content file, the leechers hold what they download in memory). The topology's ``auto``
+    resolves to ``synthetic`` unless a real client is in the run."""
+
+    @property
+    def storage_spec(self) -> StorageSpec:
+        """What each testbed peer's config says about its storage."""
+        if self.storage == "synthetic":
+            return StorageSpec(kind="synthetic", content_seed=self.seed)
+        return StorageSpec()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -77,7 +96,7 @@ class PeerPlan:
     """One-way delays this peer adds to what it sends (testbed.topology_latency)."""
 
     def peer_config(self, *, torrent: str, log: str, tracker: str, run_start: float,
-                    content: str | None) -> PeerConfig:
+                    content: str | None, storage: StorageSpec | None = None) -> PeerConfig:
         """The config file the orchestrator hands to ``python -m peer`` for this peer."""
         leave: float | None = None
         if self.departure.kind == "on_completion":
@@ -89,7 +108,7 @@ class PeerPlan:
             content=content, tracker=tracker, listen_host=self.listen_host, run_start=run_start,
             seed=self.seed, group=self.group, upload=self.upload, download=self.download,
             protocol=self.protocol, choker=self.choker, picker=self.picker,
-            leave_after_complete=leave, delays=self.delays,
+            leave_after_complete=leave, delays=self.delays, storage=storage or StorageSpec(),
         )
 
 

@@ -224,12 +224,21 @@ class Orchestrator:
                 self._hurry.set()
 
     async def _body(self) -> None:
+        from peer.content import synthetic_piece_hashes
         from peer.metainfo import build_metainfo, make_synthetic_torrent, write_torrent
 
         spec = self.experiment.content
         announce = self.experiment.tracker_url or PLACEHOLDER_ANNOUNCE
 
-        def make_content() -> tuple[Path, Path, Any]:
+        def make_content() -> tuple[Path | None, Path, Any]:
+            if spec.storage == "synthetic":
+                # Every testbed peer regenerates the content: no file, only its hashes.
+                metainfo = build_metainfo(
+                    announce=announce, name=spec.name, length=spec.size,
+                    piece_length=spec.piece_length,
+                    piece_hashes=synthetic_piece_hashes(spec.size, spec.seed, spec.piece_length))
+                write_torrent(self.run.torrent(spec.name), metainfo)
+                return None, self.run.torrent(spec.name), metainfo
             content, torrent, metainfo = make_synthetic_torrent(
                 self.run.content_dir, size=spec.size, seed=spec.seed,
                 piece_length=spec.piece_length, announce=announce, name=spec.name)
@@ -277,12 +286,14 @@ class Orchestrator:
             self.check_end()
             await trio.sleep_forever()
 
-    def _write_peer_configs(self, torrent: Path, content: Path, tracker_url: str,
+    def _write_peer_configs(self, torrent: Path, content: Path | None, tracker_url: str,
                             run_start: float) -> None:
         """One JSON config per peer (testbed peers and real clients) in the run directory."""
+        storage = self.experiment.content.storage_spec
         for state in self.peers:
             plan = state.plan
-            seed_content = f"content/{content.name}" if plan.role == "seed" else None
+            seed_content = (f"content/{content.name}" if plan.role == "seed" and content
+                            else None)
             if isinstance(plan, ExternalPeerPlan):
                 external = plan.external_config(
                     torrent=torrent.name, log=f"peers/{plan.name}.jsonl", tracker=tracker_url,
@@ -292,7 +303,7 @@ class Orchestrator:
                 continue
             config = plan.peer_config(
                 torrent=torrent.name, log=f"peers/{plan.name}.jsonl", tracker=tracker_url,
-                run_start=run_start, content=seed_content)
+                run_start=run_start, content=seed_content, storage=storage)
             write_json_atomic(self.run.peer_config(plan.name), config.to_json())
 
     async def _time_limit(self, limit: float) -> None:

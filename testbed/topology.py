@@ -131,6 +131,8 @@ class Topology:
     piece_size: int
     content_seed: int | None
     """None: the content's bytes follow the run's seed."""
+    content_storage: str = "auto"
+    """``auto``, ``file`` or ``synthetic`` (``ContentSpec.storage``)."""
     protocol: ProtocolSettings
     tracker_url: str | None
     announce_interval: float
@@ -210,6 +212,7 @@ def expand(topology: Topology, seed: int | None = None) -> Experiment:
     content = ContentSpec(
         size=topology.content_size, piece_length=topology.piece_size, name=topology.content_name,
         seed=run_seed if topology.content_seed is None else topology.content_seed,
+        storage=_content_storage(topology, peers),
     )
     return Experiment(
         name=topology.name, seed=run_seed, content=content, peers=tuple(peers), end=topology.end,
@@ -217,6 +220,19 @@ def expand(topology: Topology, seed: int | None = None) -> Experiment:
         policy_files=tuple((copy, source) for source, copy in copies.items()),
         tracker_outages=topology.tracker_outages,
     )
+
+
+def _content_storage(topology: Topology,
+                     peers: list[PeerPlan]) -> Literal["file", "synthetic"]:
+    """``auto``: synthetic content needs no file, unless a real client is in the run."""
+    real_client = any(isinstance(p, ExternalPeerPlan) for p in peers)
+    if topology.content_storage == "synthetic" and real_client:
+        raise TopologyError("synthetic storage writes no content file, and the real clients "
+                            "need one: use file (or auto)", file=topology.file,
+                            key="content.storage")
+    if topology.content_storage == "auto":
+        return "file" if real_client else "synthetic"
+    return "file" if topology.content_storage == "file" else "synthetic"
 
 
 def load_experiment(path: str | Path, seed: int | None = None) -> Experiment:
@@ -235,7 +251,8 @@ def _peer_seed(run_seed: int, index: int) -> int:
 
 _TOP_KEYS = ("name", "seed", "content", "protocol", "tracker", "groups", "end", "max_peers",
              "network")
-_CONTENT_KEYS = ("size", "piece_size", "seed", "name")
+_CONTENT_KEYS = ("size", "piece_size", "seed", "name", "storage")
+_STORAGES = ("auto", "file", "synthetic")
 _TRACKER_KEYS = ("announce_interval", "numwant", "url", "outages", "latency")
 _GROUP_KEYS = ("name", "count", "role", "upload", "download", "choker", "picker", "protocol",
                "arrival", "departure", "command", "latency", "jitter")
@@ -309,8 +326,12 @@ class _TopologyChecker(PolicyChecker, ScheduleChecker, LatencyChecker):
             content_seed = self.integer(content["seed"], "content.seed", 0, MAX_SEED)
         content_name = self.text(content.get("name", "content.bin"), "content.name", _NAME,
                                  "a file name: letters, digits, '_', '-' and '.'")
+        storage = content.get("storage", "auto")
+        if storage not in _STORAGES:
+            self.fail("content.storage", f"must be one of {', '.join(_STORAGES)}, got "
+                                         f"{describe(storage)}")
         return {"content_size": size, "piece_size": piece_size, "content_seed": content_seed,
-                "content_name": content_name}
+                "content_name": content_name, "content_storage": storage}
 
     def tracker_outages(self, value: Any, url: str | None) -> tuple[TrackerOutage, ...]:
         """``tracker.outages``: ``[{at: s, for: s}, ...]``, in time order, not overlapping."""

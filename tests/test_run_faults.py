@@ -216,7 +216,7 @@ def test_testbed_run_on_a_too_small_disk_exits_2_with_one_line_and_writes_nothin
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr(diskspace.shutil, "disk_usage", lambda p: usage(10**9, 0, 10**6))
     topology = tmp_path / "big.yaml"
-    topology.write_text("content: {size: 100GiB, piece_size: 4MiB}\ngroups:\n"
+    topology.write_text("content: {size: 100GiB, piece_size: 4MiB, storage: file}\ngroups:\n"
                         "  - {name: seed, role: seed}\n  - {name: leecher, count: 2}\n")
     out = tmp_path / "run"
     assert main(["run", str(topology), "--out", str(out), "--quiet"]) == 2
