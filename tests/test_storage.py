@@ -109,6 +109,7 @@ def test_a_synthetic_seed_needs_no_content_file() -> None:
     assert PeerConfig.from_json(data).storage.kind == "synthetic"
 
 
+@pytest.mark.integration
 async def test_swarm_of_synthetic_peers_completes_without_content_files(tmp_path) -> None:
     """A synthetic seed with no file and a synthetic leecher beside a file leecher: both
     complete, verify every piece, and log which storage they used."""
