@@ -15,9 +15,10 @@ each, the time shared equally between the properties:
   .mutate: bit flips, truncation, insertion, duplication, lying length fields, digit runs
   replaced by huge numbers, bencode tokens), which runs far more examples per second.
 
-Prints, per property and mode, the examples run, the seconds, examples/s and the failures;
-every distinct failure (property, exception type, first line) once, with the input that showed
-it. Exit status 1 if anything failed. ``--json PATH`` also writes the figures.
+Prints, per property and mode, the examples run, the seconds, examples/s and the failures
+(failing inputs; for hypothesis, the shrunk failures of each round); then every distinct
+failure (property, exception type, first line) once, with the input that showed it. Exit
+status 1 if anything failed. ``--json PATH`` also writes the figures.
 """
 
 from __future__ import annotations
@@ -116,7 +117,10 @@ class Tally:
 
     def record(self, exc: BaseException, example: str) -> None:
         self.failures += 1
-        lines = str(exc).strip().splitlines() or [""]
+        lines = str(exc).strip().splitlines()
+        if not lines:  # a bare assert: name the line that failed
+            frame = traceback.extract_tb(exc.__traceback__)[-1]
+            lines = [f"{Path(frame.filename).name}:{frame.lineno}: {frame.line}"]
         # Numbers vary between inputs showing the same fault ("value has 4992 digits").
         key = (type(exc).__name__, re.sub(r"\d+", "N", lines[0])[:160])
         self.distinct.setdefault(key, example[:600])
@@ -140,8 +144,10 @@ def run_hypothesis(prop: Property, budget: float, batch: int, rng: random.Random
         try:
             test()
         except Exception as exc:  # the property failed: hypothesis has shrunk it already
-            notes = "\n".join(getattr(exc, "__notes__", []))
-            tally.record(exc, notes or traceback.format_exc(limit=3))
+            # Several distinct failures in one round come as a group: record each.
+            for failure in exc.exceptions if isinstance(exc, ExceptionGroup) else [exc]:
+                notes = "\n".join(getattr(failure, "__notes__", []))
+                tally.record(failure, notes or "".join(traceback.format_exception(failure)))
         took = time.monotonic() - start
         tally.seconds += took
         # Size the next round to what is left of the budget, so slow properties do not overrun.
