@@ -39,8 +39,8 @@ groups:
 end: {all_complete: true, time_limit: 60}
 """
 
-RUN_SECTIONS = ["status", "topology", "completion", "bounds", "fairness", "clustering",
-                "availability", "utilisation", "cpu", "warnings", "meta"]
+RUN_SECTIONS = ["status", "completion", "bounds", "fairness", "clustering", "availability",
+                "utilisation", "cpu", "topology", "warnings", "meta"]
 RUN_FIGURES = {"fig-completion_cdf", "fig-makespan_bounds", "fig-progress",
                "fig-unchoke_matrix", "fig-availability", "fig-utilisation_over_time",
                "fig-injection", "fig-host_cpu"}
