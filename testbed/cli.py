@@ -66,7 +66,11 @@ def _alpha(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from testbed.parallel import add_jobs_argument, count_argument  # stdlib-only at import
+    from testbed.parallel import (  # stdlib-only at import
+        add_cluster_arguments,
+        add_jobs_argument,
+        count_argument,
+    )
 
     parser = _Parser(prog=PROG, description="A real BitTorrent swarm on one machine.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -91,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="run K times with seeds s, s+1, ... into one results set "
                      "(<name>-<stamp>-xK/rep-<i>/ and results.json; docs/regression.md)")
     add_jobs_argument(run, "repetitions (with --repeat)")
+    add_cluster_arguments(run, "repetitions (with --repeat)")
 
     validate = sub.add_parser("validate", help="check topology files without running anything")
     validate.add_argument("topologies", type=Path, nargs="+", metavar="TOPOLOGY")
@@ -244,16 +249,22 @@ def cmd_regress(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from testbed.parallel import cluster_of
+
+    cluster = cluster_of(args)
     if args.repeat is not None:
         from testbed.regress import run_repeated
 
         root, status = run_repeated(args.topology, repeat=args.repeat, seed=args.seed,
                                  out=args.out, runs_root=args.runs, time_limit=args.time_limit,
                                  quiet=args.quiet, launcher=args.launcher, command=(PROG, *argv),
-                                 jobs=args.jobs)
+                                 jobs=args.jobs, cluster=cluster)
         if status not in (130, 143):  # interrupted: nothing more is written, as before
             report_at_end(root)
         return status
+    if cluster is not None:
+        return _error("--cluster sends whole runs to the workers: give --repeat K too (one "
+                      "swarm split across machines is not implemented yet)")
     if args.jobs != 1:
         return _error("--jobs runs repetitions at once: give --repeat K too")
     from testbed.run import RunOptions, execute_run

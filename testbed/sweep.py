@@ -41,7 +41,7 @@ from peer.errors import TestbedError
 
 if TYPE_CHECKING:
     from testbed.experiment import Experiment
-    from testbed.parallel import Task
+    from testbed.parallel import Cluster, Task
     from testbed.topology import Topology
 
 SWEEP_SCHEMA = 1
@@ -439,9 +439,10 @@ def run_sweep(topology: Topology, params: Sequence[Param], *, repeat: int = 1,
               seed: int | None = None, out: Path | None = None,
               runs_root: Path = Path("runs"), time_limit: float | None = None,
               launcher: str = "fork", quiet: bool = False, analyze: bool = False,
-              command: Sequence[str] = (), echo: Any = print, jobs: int = 1) -> SweepResult:
+              command: Sequence[str] = (), echo: Any = print, jobs: int = 1,
+              cluster: Cluster | None = None) -> SweepResult:
     """Plan (checking everything), then run every point with ``testbed.run.execute_run``, up to
-    ``jobs`` at once (testbed.parallel).
+    ``jobs`` at once (testbed.parallel), or on ``cluster``'s workers (testbed.cluster).
 
     ``echo`` gets one line per run start and end (``print`` by default; a no-op to be silent).
     Stops starting runs, keeping what was measured, when a run is interrupted (Ctrl-C /
@@ -466,16 +467,16 @@ def run_sweep(topology: Topology, params: Sequence[Param], *, repeat: int = 1,
         entry = header["runs"][finished.index]
         row = done[finished.index] = table_row(entry, sweep_dir / entry["dir"])
         write_table(sweep_dir, header, [done[i] for i in sorted(done)])
-        if jobs == 1:  # several at once: the scheduler's one line per run says it
+        if jobs == 1 and cluster is None:  # else the scheduler's one line per run says it
             echo(f"    {row['status']}: makespan {_cell(row['makespan']) or '-'} s, "
                  f"D_p2p {_cell(row['d_p2p'])} s, D_cs {_cell(row['d_cs'])} s"
                  + (", HOST CPU SATURATED" if row["cpu_saturated"] else ""))
 
     settings = {"time_limit": time_limit, "launcher": launcher, "quiet": quiet or jobs > 1,
-                "command": tuple(command)}
+                "command": tuple(command), "topology_file": topology.file}
     tasks = [_sweep_task(pt, len(points), sweep_dir, settings, analyze, echo,
-                         announce=jobs == 1) for pt in points]
-    plan = run_plan(tasks, jobs=jobs, on_done=on_done, echo=echo)
+                         announce=jobs == 1 and cluster is None) for pt in points]
+    plan = run_plan(tasks, jobs=jobs, on_done=on_done, echo=echo, cluster=cluster)
     return SweepResult(sweep_dir=sweep_dir, rows=[done[i] for i in sorted(done)],
                        interrupted=plan.interrupted)
 
@@ -484,10 +485,16 @@ def _sweep_task(pt: Point, total: int, sweep_dir: Path, settings: Mapping[str, A
                 analyze: bool, echo: Any, *, announce: bool) -> Task:
     """One point as a task of the plan: run it (and analyse it), report its status.
     ``announce``: print the start line (runs one at a time; else the scheduler prints it)."""
-    from testbed.parallel import Outcome, Task
-    from testbed.run import RunOptions, execute_run
+    from testbed.parallel import Outcome, RemoteRun, Task, remote_run
+    from testbed.run import RunOptions, RunResult, execute_run
 
     what = ", ".join(f"{p}={label_value(v)}" for p, v in pt.values) or "as given"
+
+    def finish(result: RunResult) -> Outcome:
+        status = str(result.summary.get("status"))
+        if analyze and status != "interrupted":
+            _analyze(result.run_dir, echo)
+        return Outcome(status)
 
     def work() -> Outcome:
         if announce:
@@ -495,13 +502,14 @@ def _sweep_task(pt: Point, total: int, sweep_dir: Path, settings: Mapping[str, A
         options = RunOptions(out=sweep_dir / pt.dirname, time_limit=settings["time_limit"],
                              quiet=settings["quiet"], launcher=settings["launcher"],
                              command=(*settings["command"], f"[sweep run {pt.index}]"))
-        result = execute_run(pt.experiment, pt.topology_text, options)
-        status = str(result.summary.get("status"))
-        if analyze and status != "interrupted":
-            _analyze(result.run_dir, echo)
-        return Outcome(status)
+        return finish(execute_run(pt.experiment, pt.topology_text, options))
 
-    return Task(f"{what}, seed {pt.seed}", work)
+    def remote() -> RemoteRun:
+        return remote_run(pt.experiment, settings["topology_file"], pt.topology_text,
+                          sweep_dir / pt.dirname, time_limit=settings["time_limit"],
+                          launcher=settings["launcher"], finish=finish)
+
+    return Task(f"{what}, seed {pt.seed}", work, remote)
 
 
 def _analyze(run_dir: Path, echo: Any) -> None:
@@ -522,7 +530,7 @@ def _analyze(run_dir: Path, echo: Any) -> None:
 
 def add_sweep_parser(sub: Any, seconds: Any, seed_type: Any) -> argparse.ArgumentParser:
     """The ``sweep`` subcommand's arguments (the CLI's own number parsers are passed in)."""
-    from testbed.parallel import add_jobs_argument
+    from testbed.parallel import add_cluster_arguments, add_jobs_argument
 
     p: argparse.ArgumentParser = sub.add_parser(
         "sweep", help="run a topology over parameter values and tabulate",
@@ -546,14 +554,17 @@ def add_sweep_parser(sub: Any, seconds: Any, seed_type: Any) -> argparse.Argumen
     p.add_argument("--analyze", action="store_true",
                    help="analyse each run (adds efficiency and fairness columns)")
     add_jobs_argument(p, "runs")
+    add_cluster_arguments(p, "runs")
     return p
 
 
 def cli_sweep(args: argparse.Namespace, argv: Sequence[str]) -> int:
     """``testbed sweep``: 0 every run completed cleanly; 1 otherwise; 130 interrupted; 2 bad
     input (SweepError / TopologyError raised before anything starts)."""
+    from testbed.parallel import cluster_of
     from testbed.topology import load_topology
 
+    cluster = cluster_of(args)
     if not args.param:
         raise SweepError("give at least one --param PATH=V1,V2,... (nothing to sweep)")
     params = [parse_param(text) for text in args.param]
@@ -561,7 +572,7 @@ def cli_sweep(args: argparse.Namespace, argv: Sequence[str]) -> int:
     result = run_sweep(topology, params, repeat=args.repeat, seed=args.seed, out=args.out,
                        runs_root=args.runs, time_limit=args.time_limit, launcher=args.launcher,
                        quiet=args.quiet, analyze=args.analyze, command=("testbed", *argv),
-                       jobs=args.jobs)
+                       jobs=args.jobs, cluster=cluster)
     print(f"\nsweep {result.sweep_dir}: {len(result.rows)} runs"
           + (" (interrupted)" if result.interrupted else ""))
     print(format_table(result.rows, [p.path for p in params]))
