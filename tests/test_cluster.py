@@ -308,3 +308,64 @@ def test_a_run_lost_with_its_worker_is_run_again_on_the_other(dask_cluster, tmp_
     while not _gone(killed[0]) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert _gone(killed[0])
+
+
+# ---------------------------------------------------------------------------------------------
+# the plan's bookkeeping with a fake client: workers that vanish under their runs
+
+
+class _FakeFuture:
+    def __init__(self) -> None:
+        self.status = "pending"
+
+    def done(self) -> bool:
+        return self.status != "pending"
+
+
+class _VanishingWorkers:
+    """A scheduler whose workers each vanish once a run is placed on them, and never return."""
+
+    def __init__(self, count: int) -> None:
+        from testbed.cluster_worker import identity
+
+        self.me = identity()
+        self.workers = {f"tcp://10.0.0.{i}:9000": {"name": f"w{i}", "local_directory": f"/d{i}"}
+                        for i in range(count)}
+        self.submitted: list[str] = []
+        self.scheduler = type("Rpc", (), {"identity": None})()
+
+    def sync(self, _method, **_kw):
+        return {"workers": dict(self.workers)}
+
+    def run(self, _function, workers, **_kw):
+        return {address: self.me for address in workers}
+
+    def submit(self, _function, *_args, key, workers, **_kw):
+        self.submitted.append(workers[0])
+        del self.workers[workers[0]]
+        return _FakeFuture()
+
+    def cancel(self, future):
+        future.status = "cancelled"
+
+
+def test_a_run_lost_twice_is_recorded_failed_and_the_plan_goes_on(tmp_path, monkeypatch):
+    import testbed.cluster as cluster
+    from testbed.parallel import Outcome, RemoteRun, Task
+
+    monkeypatch.setattr(cluster, "POLL_SECONDS", 0.0)
+    monkeypatch.setattr(cluster, "WORKER_WAIT_SECONDS", 0.0)
+    remote = RemoteRun(topology_name="t.yaml", topology_text="", policy_files=(), seed=1,
+                       time_limit=None, launcher="fork", out=tmp_path / "rep-0",
+                       finish=lambda r: Outcome("completed"))
+    client = _VanishingWorkers(2)
+    lines: list[str] = []
+    done = []
+    plan = cluster._ClusterPlan([Task("rep-0", lambda: Outcome("completed"), lambda: remote)],
+                                [remote], Cluster("tcp://x:1"), client, done.append,
+                                lines.append).run()
+    assert len(client.submitted) == 2 and len(set(client.submitted)) == 2  # once per worker
+    assert [f.outcome.status for f in plan.finished] == ["failed"] and done == plan.finished
+    assert "re-queued" in lines[1] and "(second attempt)" in lines[2]
+    summary = json.loads((tmp_path / "rep-0" / "summary.json").read_text())
+    assert summary["status"] == "failed" and "attempt 2 of 2" in summary["reason"]
