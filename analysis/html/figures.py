@@ -98,7 +98,9 @@ def metric_against_param(rows: Sequence[Mapping[str, Any]], metric: str,
             hi = [max(by_value[v]) - m for m, v in zip(med, xs, strict=True)]
             ax.errorbar(pos, med, yerr=[lo, hi], marker="o", capsize=3, color=f"C{k % 10}",
                         label=line or None)
-        if not numeric:
+        if numeric:  # the swept values themselves, not matplotlib's round numbers
+            ax.set_xticks([float(v) for v in values], values, fontsize=8)
+        else:
             ax.set_xticks(range(len(values)), values, fontsize=8)
         ax.set_xlabel(param)
         ax.set_ylabel(metric)
