@@ -16,9 +16,9 @@ TCP connection itself opens at once (its three-way handshake is not delayed).
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import trio
 
@@ -54,6 +54,10 @@ class DelayedStream(trio.abc.Stream):
         self.line.push(bytes(data), trio.current_time())
         self._pushed.set()
         await trio.lowlevel.checkpoint()  # a send is a checkpoint, as a socket's is
+
+    def pushed(self) -> None:
+        """Something was put on the line directly: wake the release task."""
+        self._pushed.set()
 
     async def release(self) -> None:
         """The release task: write each message to the socket at its due time."""
@@ -108,24 +112,31 @@ class Links:
         # Undelayed until the handshake names the neighbour: only our handshake goes before.
         return DelayedStream(stream, DelayLine(rng=random.Random(self._rng.getrandbits(64))))
 
-    async def handshake(self, stream: trio.abc.Stream, peer_id: bytes, *, hold: bool) -> float:
-        """The neighbour ``peer_id`` has sent its handshake: set the link's delay; with
-        ``hold`` (we accepted the connection), first hold that handshake for the delay, the
-        time it would have taken to arrive. Returns the one-way delay."""
+    async def handshake(self, stream: trio.abc.Stream, peer_id: bytes, *,
+                        answer: bytes | None = None) -> float:
+        """The neighbour ``peer_id`` has sent its handshake: set the link's delay and return
+        it. With ``answer`` (our handshake, on a connection we accepted), hold their handshake
+        for the delay, the time it would have taken to arrive (from when we read it, so a
+        round trip is never shorter than configured), and send ours from then on: it is on the
+        line at once, so the two waits overlap and add no scheduling to the round trip."""
         delay, jitter = self.table.lookup(peer_id)
         assert isinstance(stream, DelayedStream)
-        stream.line.set_link(delay, jitter)
-        if hold:
-            await trio.sleep(stream.line.due(trio.current_time()) - trio.current_time())
+        line = stream.line
+        line.set_link(delay, jitter)
+        if answer is not None:
+            arrived = line.due(trio.current_time())
+            line.push(answer, arrived)
+            stream.pushed()
+            await trio.sleep_until(arrived)
         return delay
 
-    async def tracker_exchange(self, exchange: Coroutine[Any, Any, T], *,
+    async def tracker_exchange(self, exchange: Callable[[], Awaitable[T]], *,
                                round_trips: int) -> T:
         """Await ``exchange`` as if the tracker were ``delays.tracker`` away each way and the
         exchange took ``round_trips`` round trips: the tracker sees the request after all but
         the last half round trip, the answer comes back after that."""
         one_way = self.delays.tracker
         await trio.sleep(one_way * (2 * round_trips - 1))
-        result = await exchange
+        result = await exchange()
         await trio.sleep(one_way)
         return result

@@ -37,7 +37,8 @@ from peer.actions import (
 from peer.bucket import TokenBucket
 from peer.config import STOP_SIGNALS, PeerConfig, RateLimit
 from peer.connection import Connection, close_reason
-from peer.eventlog import SCHEMA_VERSION, EventLog, RunClock
+from peer.delayed import Links, releasing
+from peer.eventlog import SCHEMA_VERSION, EventLog, RunClock, peer_id_text
 from peer.metainfo import Metainfo, read_torrent
 from peer.pieces import PieceState
 from peer.policy import build_choker, build_picker
@@ -92,6 +93,8 @@ class Node:
         self.tracker_url = config.tracker or self.metainfo.announce
         self.tracker = TrackerClient(self.tracker_url,
                                      rng=random.Random(f"tracker {config.seed}"))
+        self.links = Links(config.delays, seed=config.seed) if config.delays.active else None
+        """Link delays (peer/delayed.py); None: sends go straight to the sockets."""
 
     @property
     def pieces(self) -> PieceState:
@@ -174,6 +177,7 @@ class Node:
             choker={"name": c.choker.name, "params": c.choker.params},
             picker={"name": c.picker.name, "params": c.picker.params},
             protocol=c.to_json()["protocol"], seed=c.seed, have=self.pieces.have_count,
+            delays=c.to_json()["delays"] if self.links else None,
             storage=self.pieces.storage.kind)
         self.log.flush()
 
@@ -302,7 +306,12 @@ class Node:
             info_hash=session.info_hash, peer_id=session.peer_id, port=self.listen_port,
             uploaded=session.uploaded, downloaded=session.downloaded, left=session.bytes_left,
             numwant=self.config.protocol.numwant, event=event)
-        response, record = await self.tracker.announce(request)
+        if self.links is None:
+            response, record = await self.tracker.announce(request)
+        else:  # UDP: one round trip; HTTP: TCP's handshake, then the request
+            response, record = await self.links.tracker_exchange(
+                partial(self.tracker.announce, request),
+                round_trips=1 if self.tracker_url.startswith("udp:") else 2)
         self.log.emit("announce", **record)
         if response is None or response.peers is None:
             return None
@@ -334,7 +343,8 @@ class Node:
         await self._run_connection(stream, f"{host}:{port}", "in")
 
     async def _run_connection(self, stream: trio.SocketStream, addr: str, direction: str) -> None:
-        conn = Connection(next(self._cids), stream, addr, direction, self.pieces.num_pieces)
+        wrapped = stream if self.links is None else self.links.wrap(stream)
+        conn = Connection(next(self._cids), wrapped, addr, direction, self.pieces.num_pieces)
         self.connections[conn.cid] = conn
         reasons: list[str] = []
 
@@ -352,14 +362,15 @@ class Node:
         try:
             self._act(self.session.connection_opened(conn.cid, addr, direction, self.now()))
             with conn.cancel_scope:
-                if self.session.is_open(conn.cid):
-                    await guarded(partial(self._open, conn))
-                if not reasons and self.session.is_open(conn.cid):
-                    async with trio.open_nursery() as nursery:
-                        nursery.start_soon(guarded, partial(
-                            conn.write, self.session, self.up_bucket, self.now))
-                        nursery.start_soon(guarded, partial(
-                            conn.read, self.session, self.down_bucket, self._act, self.now))
+                async with releasing(conn.stream, guarded):  # the delay line's, if any
+                    if self.session.is_open(conn.cid):
+                        await guarded(partial(self._open, conn))
+                    if not reasons and self.session.is_open(conn.cid):
+                        async with trio.open_nursery() as nursery:
+                            nursery.start_soon(guarded, partial(
+                                conn.write, self.session, self.up_bucket, self.now))
+                            nursery.start_soon(guarded, partial(
+                                conn.read, self.session, self.down_bucket, self._act, self.now))
         finally:
             reason = reasons[0] if reasons else "shutdown"
             self._act(self.session.connection_closed(conn.cid, reason, self.now()))
@@ -368,12 +379,23 @@ class Node:
                 await stream.aclose()
 
     async def _open(self, conn: Connection) -> None:
-        await conn.stream.send_all(self.session.our_handshake)
+        # With link delays an accepted connection answers once the handshake names the
+        # neighbour, whose delay it then knows (peer/delayed.py).
+        answer_later = self.links is not None and conn.direction == "in"
+        if not answer_later:
+            await conn.stream.send_all(self.session.our_handshake)
+        sent = self.now()
         with trio.fail_after(HANDSHAKE_TIMEOUT):
-            await self._receive_handshake(conn)
-
-    async def _receive_handshake(self, conn: Connection) -> None:
-        handshake = await conn.receive_handshake()
+            handshake = await conn.receive_handshake()
+        rtt = self.now() - sent if conn.direction == "out" else None
+        delay = None
+        if self.links is not None:
+            delay = await self.links.handshake(
+                conn.stream, handshake.peer_id,
+                answer=self.session.our_handshake if answer_later else None)
+        self.log.emit("handshake", peer=peer_id_text(handshake.peer_id), addr=conn.addr,
+                      dir=conn.direction, rtt=None if rtt is None else round(rtt, 4),
+                      delay=delay)
         self._act(self.session.handshake_received(conn.cid, handshake, self.now()))
         if self.session.is_open(conn.cid):
             # Messages that came in the same segment as the handshake.

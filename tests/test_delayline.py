@@ -123,14 +123,23 @@ async def test_stream_holds_the_sender_back_past_its_in_flight_bound(autojump_cl
         nursery.cancel_scope.cancel()
 
 
-async def test_links_hold_the_initiators_handshake_for_the_delay(autojump_clock):
+async def test_links_hold_the_initiators_handshake_and_answer_a_round_trip_later(
+        autojump_clock):
     links = Links(LinkDelays(default=0.07), seed=1)
-    left, _ = trio.testing.memory_stream_pair()
+    left, right = trio.testing.memory_stream_pair()
     stream = links.wrap(left)
     start = trio.current_time()
-    assert await links.handshake(stream, b"-TB0100-000000000009", hold=True) == 0.07
-    assert trio.current_time() - start == pytest.approx(0.07)
-    assert stream.line.delay == 0.07
+
+    async def guard(task) -> None:
+        await task()
+
+    async with releasing(stream, guard):
+        delay = await links.handshake(stream, b"-TB0100-000000000009", answer=b"hello")
+        assert delay == 0.07 and stream.line.delay == 0.07
+        # Their handshake is held for one way; ours arrives one more way later.
+        assert trio.current_time() - start == pytest.approx(0.07)
+        assert await right.receive_some(100) == b"hello"
+        assert trio.current_time() - start == pytest.approx(0.14)
 
 
 async def test_links_delay_a_tracker_exchange_both_ways(autojump_clock):
@@ -142,7 +151,7 @@ async def test_links_delay_a_tracker_exchange_both_ways(autojump_clock):
         seen.append(trio.current_time() - start)
         return "answer"
 
-    assert await links.tracker_exchange(exchange(), round_trips=2) == "answer"
+    assert await links.tracker_exchange(exchange, round_trips=2) == "answer"
     # Two round trips (TCP's handshake, then the request and its answer): the tracker sees the
     # request after one and a half, the answer is back after two.
     assert seen == [pytest.approx(0.3)]
