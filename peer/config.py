@@ -58,6 +58,11 @@ class ProtocolSettings:
     libtorrent 500 by default), or the excess is silently dropped and the download stalls."""
     block_size: int = BLOCK_SIZE
     max_neighbours: int = 55
+    max_initiate: int = 40
+    """Dial no more peers once this many connections are open; the rest of ``max_neighbours`` is
+    for peers that dial us (mainline BitTorrent's ``max_initiate``). Without the gap, a peer that
+    dropped an idle neighbour to take a newcomer would dial to fill the slot, and an idle swarm
+    larger than the cap would churn forever."""
     announce_interval: float | None = None
     """Seconds between periodic announces; None follows the tracker's ``interval`` (until it
     names one: ``FALLBACK_ANNOUNCE_INTERVAL``)."""
@@ -90,7 +95,7 @@ class ProtocolSettings:
 
     def validate(self, where: str = "protocol") -> None:
         positive_ints = ("regular_slots", "pipeline_depth", "max_pipeline_depth",
-                         "max_neighbours", "numwant")
+                         "max_neighbours", "max_initiate", "numwant")
         for name in positive_ints:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:

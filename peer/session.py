@@ -142,13 +142,14 @@ class Session:
         self.start_time = now
 
     def peers_to_dial(self, peers: list[Address], own: Address, now: float) -> list[Address]:
-        """Which of the tracker's peers to dial now (peer/addresses.py), up to
-        ``max_neighbours``; call ``dial_ended`` when each dial is over (and ``dial_failed`` if
-        it gave no connection)."""
+        """Which of the tracker's peers to dial now (peer/addresses.py), up to ``max_initiate``
+        connections; call ``dial_ended`` when each dial is over (and ``dial_failed`` if it gave
+        no connection)."""
         return self.addresses.to_dial(
             peers, own, open_addrs=(nbr.addr for nbr in self._connections.values()),
             neighbours=self.neighbours,
-            room=self.settings.max_neighbours - len(self._connections), now=now)
+            room=min(self.settings.max_initiate, self.settings.max_neighbours)
+            - len(self._connections), now=now)
 
     def dial_ended(self, address: Address) -> None:
         self.addresses.dial_ended(address)

@@ -71,8 +71,10 @@ PROTOCOL_BOUNDS: dict[str, tuple[float, float]] = {
     # Counts: past these they no longer change behaviour, only memory and message volume.
     "regular_slots": (1, 1000),
     "optimistic_slots": (0, 1000),
-    "pipeline_depth": (1, 250),  # the node raises pipelines to at most 250 requests itself
+    "pipeline_depth": (1, 250),
+    "max_pipeline_depth": (1, 2000),  # what peers queue at most (ours: 2000)
     "max_neighbours": (1, 1000),
+    "max_initiate": (1, 1000),
     "numwant": (1, 1000),
     "wanted_neighbours": (0, 1000),
 }

@@ -793,7 +793,7 @@ def test_a_closed_neighbour_is_forgotten_and_its_blocks_go_to_others():
 
 
 def test_peers_to_dial_skip_ourselves_known_neighbours_and_stop_at_the_cap():
-    h = make_session(max_neighbours=4)
+    h = make_session(max_neighbours=4, max_initiate=4)
     h.connect(1, direction="out")  # dialled 127.0.0.1:7001
     accepted = h.connect(2)  # accepted from an ephemeral port; tells us it listens on 7102
     payload = b"\x00" + bencode.encode({"m": {}, "p": 7102})
@@ -804,6 +804,20 @@ def test_peers_to_dial_skip_ourselves_known_neighbours_and_stop_at_the_cap():
     assert h.session.peers_to_dial(list(tracker_list), own=("127.0.0.1", 6881), now=0.0) == []
     h.session.dial_ended(chosen[0])
     assert len(h.session.peers_to_dial(list(tracker_list), own=("127.0.0.1", 6881), now=0.0)) == 1
+
+
+def test_a_peer_stops_dialling_at_max_initiate_and_keeps_the_rest_for_incoming():
+    h = make_session(max_initiate=3, max_neighbours=5)
+    own = ("127.0.0.1", 6881)
+    tracker_list = [("127.0.0.1", port) for port in range(7201, 7211)]
+    h.connect(1)
+    assert len(h.session.peers_to_dial(list(tracker_list), own, now=0.0)) == 2
+    for n in (2, 3, 4):
+        h.connect(n)  # 4 open: above max_initiate, below the cap
+    h.session.addresses.dialing.clear()
+    assert h.session.peers_to_dial(list(tracker_list), own, now=0.0) == []
+    h.connect(6)  # incoming still welcome up to max_neighbours
+    assert len(h.session.neighbours) == 5
 
 
 def test_an_address_whose_dials_fail_is_dialled_again_only_after_a_doubling_wait():
