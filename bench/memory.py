@@ -1,6 +1,7 @@
 """Memory and scale of testbed swarms (issue 13, items 4 and 3), through ``testbed run``.
 
     .venv/bin/python -m bench.memory memory   [--tree DIR] [--keep DIR]   # 100 peers, 1 GiB
+    .venv/bin/python -m bench.memory full     [--tree DIR]               # 2 leechers get 1 GiB
     .venv/bin/python -m bench.memory crowd    [--peers 300] [--tree DIR]  # 64 KiB/s flash crowd
     .venv/bin/python -m bench.memory thousand [--tree DIR]               # 1,000 peers
     .venv/bin/python -m bench.memory regen    [--leechers 12] [--cache 8]  # regeneration cost
@@ -11,6 +12,8 @@
   role's peak RSS (the largest of resources.jsonl's once-a-second samples), the MiB each peer
   downloaded, and the slope of RSS against downloaded bytes: a peer that holds its content in
   memory grows by what it downloads, one that regenerates it does not.
+- full: 1 seed and 2 leechers of the same 1 GiB content at 8 MiB/s each, until both complete:
+  the peak RSS of leechers that downloaded the whole content.
 - crowd: N peers (1 seed at 256 KiB/s, N - 1 leechers at 64 KiB/s), 2 MiB in 32 KiB pieces,
   as bench/bench_scale.py's size experiment: completed? CPU flagged saturated?
 - thousand: the same with 1,000 peers; also how long after invoking ``testbed run`` the last
@@ -222,7 +225,8 @@ def regen(leechers: int, cache: int) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("experiment", choices=("memory", "crowd", "thousand", "regen", "report"))
+    ap.add_argument("experiment",
+                    choices=("memory", "full", "crowd", "thousand", "regen", "report"))
     ap.add_argument("run_dir", nargs="?", type=Path, help="for report: a finished run")
     ap.add_argument("--tree", type=Path, default=ROOT, help="checkout whose testbed runs")
     ap.add_argument("--keep", type=Path, help="directory for the runs (default: a temp dir)")
@@ -244,6 +248,9 @@ def main(argv: list[str] | None = None) -> int:
         text = topology("memory", leechers=99, size="1GiB", piece="256KiB",
                         seed_upload="1MiB/s", upload="64KiB/s", time_limit=args.seconds,
                         all_complete=False)
+    elif args.experiment == "full":
+        text = topology("full", leechers=2, size="1GiB", piece="256KiB", seed_upload="8MiB/s",
+                        upload="8MiB/s", time_limit=900, all_complete=True)
     else:
         peers = 1000 if args.experiment == "thousand" else args.peers
         text = topology(f"crowd{peers}", leechers=peers - 1, size="2MiB", piece="32KiB",
