@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import math
 import os
 import signal
 import sys
 from typing import TYPE_CHECKING
 
+from peer.cli import seconds
 from peer.config import STOP_SIGNALS, PeerConfig, PolicySpec, ProtocolSettings, RateLimit
 from peer.errors import TestbedError
 from peer.eventlog import EXIT_WRITE_FAILED, LogWriteError, first_write_error
@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--name", default="peer")
     parser.add_argument("--peer-id", default="-TB0100-000000000000")
     parser.add_argument("--tracker", help="announce URL (default: the torrent's)")
-    parser.add_argument("--announce-interval", type=_seconds, default=None, metavar="S",
+    parser.add_argument("--announce-interval", type=seconds, default=None, metavar="S",
                         help="seconds between announces (default: the tracker's interval; a "
                              "peer short of neighbours announces sooner, at the tracker's "
                              "min interval)")
@@ -53,16 +53,6 @@ def build_parser() -> argparse.ArgumentParser:
                              "slot is free, instead of at the next "
                              f"{ProtocolSettings().rechoke_period:g} s rechoke")
     return parser
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a number of seconds > 0, got {text!r}")
-    return value
 
 
 def config_from_args(args: argparse.Namespace) -> PeerConfig:

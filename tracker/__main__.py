@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import math
 import os
 import random
 import sys
@@ -22,7 +21,7 @@ from typing import NoReturn
 
 # trio, h11 and the server are imported only once the arguments are good, so --help and
 # argument errors answer at once.
-from peer.cli import OneLineParser, fail
+from peer.cli import OneLineParser, fail, seconds
 from peer.errors import TestbedError
 from peer.eventlog import (
     EXIT_WRITE_FAILED,
@@ -75,16 +74,6 @@ def _float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"{text!r} must be a number of seconds > 0")
-    return value
-
-
 def _seed(text: str) -> int:
     try:
         return int(text)
@@ -109,7 +98,7 @@ def _parser() -> argparse.ArgumentParser:
                         help=f"seconds between announces told to peers ({DEFAULT_INTERVAL})")
     parser.add_argument("--min-interval", type=_interval, default=None, metavar="S",
                         help="the min interval told to peers (half the interval)")
-    parser.add_argument("--peer-timeout", type=_seconds, default=None, metavar="S",
+    parser.add_argument("--peer-timeout", type=seconds, default=None, metavar="S",
                         help="forget a peer silent this long (two intervals or "
                              f"{CLIENT_MAX_REANNOUNCE} s, whichever is longer, + "
                              f"{DEFAULT_GRACE:g} s)")
