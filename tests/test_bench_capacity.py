@@ -55,9 +55,16 @@ def test_connections_held_at_the_window_start_and_events_inside_it() -> None:
     assert connections([log, []], 10.0, 40.0) == ([1, 0], {"open": 1})
 
 
-def test_idle_topology_never_starts_its_seed() -> None:
-    text = idle_topology(200, 90)
-    assert "count: 200" in text and "arrival: 9000" in text and "time_limit: 90" in text
+def test_idle_topology_is_valid_and_starts_its_seed_only_at_the_end(tmp_path) -> None:
+    from testbed.topology import load_topology
+
+    path = tmp_path / "idle.yaml"
+    path.write_text(idle_topology(200, 90))
+    topology = load_topology(path)  # what testbed run accepts
+    seed, leechers = topology.groups
+    assert seed.role == "seed"
+    assert leechers.count == 200 and topology.end.time_limit == 90
+    assert "arrival: 89.5" in path.read_text()
 
 
 def test_proc_cpu_times_of_a_live_and_a_gone_process() -> None:
