@@ -13,15 +13,33 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import subprocess
 import tempfile
 import time
 from pathlib import Path
 
-from bench.swarm_util import cpu_seconds, read_events, start_peer, start_tracker, stop_all
+from bench.swarm_util import PY, cpu_seconds, read_events, start_peer, stop_all
 from peer.config import LinkDelays, PeerConfig, ProtocolSettings, RateLimit
 from peer.metainfo import make_synthetic_torrent
 from peer.units import parse_rate
 from testbed.experiment import peer_id_for
+
+
+def start_tracker(work: Path, run_start: float) -> tuple[subprocess.Popen[bytes], str]:
+    """swarm_util's tracker, waited for up to two minutes (a saturated host takes longer than
+    its ten seconds to start a Python process) and stopped if it never comes up."""
+    port_file = work / "tracker.port"
+    proc = subprocess.Popen(
+        [PY, "-m", "tracker", "--any", "--port", "0", "--port-file", str(port_file),
+         "--log", str(work / "tracker.jsonl"), "--interval", "5", "--run-start", repr(run_start)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not port_file.exists() or not port_file.read_text().strip():
+        if time.monotonic() > deadline or proc.poll() is not None:
+            stop_all([proc])
+            raise RuntimeError("tracker did not start")
+        time.sleep(0.05)
+    return proc, f"http://127.0.0.1:{port_file.read_text().strip()}/announce"
 
 
 def one_run(delay: float, size_mib: int, leechers: int, upload: float | None) -> float:
