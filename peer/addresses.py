@@ -6,11 +6,42 @@ Addresses are (host, port), never the host alone: every testbed peer is 127.0.0.
 
 from __future__ import annotations
 
+import ipaddress
 import random
+import re
 from collections.abc import Container, Iterable
 
 from peer.eventlog import peer_id_text
 from peer.trust import Address, Trust
+
+_DNS_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
+
+
+def decode_compact_peers(data: bytes | memoryview) -> list[Address]:
+    """BEP 23 compact peers: 6 bytes each, an IPv4 address and a port in network order (the
+    caller checks that the length is a multiple of 6)."""
+    return [(".".join(str(b) for b in data[i:i + 4]), int.from_bytes(data[i + 4:i + 6], "big"))
+            for i in range(0, len(data) - len(data) % 6, 6)]
+
+
+def dialable(host: object, port: object) -> Address | None:
+    """A tracker's dictionary peer entry (BEP 3: an IP address or a DNS name, and a port) as an
+    address to dial, or None if it is not one: a stranger's list must not make a dial raise
+    (a port of 10**30 overflows the socket call, a name with a stray byte fails to encode)."""
+    if not isinstance(host, bytes) or not isinstance(port, int) or isinstance(port, bool):
+        return None
+    if not 0 < port < 65536:
+        return None
+    try:
+        text = host.decode("ascii")
+    except UnicodeDecodeError:
+        return None
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        if not _DNS_NAME.fullmatch(text):
+            return None
+    return text, port
 
 
 class AddressBook:

@@ -20,6 +20,7 @@ import h11
 import trio
 
 from peer import bencode
+from peer.addresses import decode_compact_peers, dialable
 from peer.bencode import Bencodable
 from peer.config import ProtocolSettings
 from peer.errors import BencodeError, ConfigError
@@ -159,17 +160,11 @@ def parse_peers(peers: Bencodable) -> list[Address]:
     if isinstance(peers, bytes):
         if len(peers) % 6:
             raise ValueError(f"compact peer list of {len(peers)} bytes, not a multiple of 6")
-        return [(".".join(str(b) for b in peers[i:i + 4]),
-                 int.from_bytes(peers[i + 4:i + 6], "big")) for i in range(0, len(peers), 6)]
+        return decode_compact_peers(peers)
     if isinstance(peers, list):
-        result = []
-        for entry in peers:
-            if not isinstance(entry, dict):
-                continue
-            ip, port = entry.get(b"ip"), entry.get(b"port")
-            if isinstance(ip, bytes) and isinstance(port, int):
-                result.append((ip.decode("ascii", "replace"), port))
-        return result
+        entries = (dialable(entry.get(b"ip"), entry.get(b"port")) for entry in peers
+                   if isinstance(entry, dict))
+        return [address for address in entries if address is not None]
     raise ValueError("peers is neither a compact string nor a list")
 
 

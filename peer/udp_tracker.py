@@ -20,6 +20,7 @@ import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from peer.addresses import decode_compact_peers
 from peer.errors import TestbedError
 
 if TYPE_CHECKING:
@@ -97,9 +98,7 @@ def decode_reply(data: bytes) -> Reply:
         if len(data) < _ANNOUNCE_REPLY.size or (len(data) - _ANNOUNCE_REPLY.size) % 6:
             raise UdpTrackerError(f"announce reply of {len(data)} bytes, not 20 + 6n")
         _, _, interval, leechers, seeders = _ANNOUNCE_REPLY.unpack_from(data)
-        peers = [(".".join(str(b) for b in data[i:i + 4]),
-                  int.from_bytes(data[i + 4:i + 6], "big"))
-                 for i in range(_ANNOUNCE_REPLY.size, len(data), 6)]
+        peers = decode_compact_peers(memoryview(data)[_ANNOUNCE_REPLY.size:])
         return AnnounceReply(transaction_id, interval, leechers, seeders, peers)
     if action == ERROR:
         return ErrorReply(transaction_id, data[_HEADER.size:].decode("utf-8", "replace"))

@@ -76,6 +76,21 @@ def test_malformed_answers_raise(body, error):
         parse_announce_response(body)
 
 
+@pytest.mark.parametrize("entry", [
+    {b"ip": b"1.2.3.4", b"port": 10**30},  # overflowed the dial (found by the fuzzer)
+    {b"ip": b"1.2.3.4", b"port": 0},
+    {b"ip": b"1.2.3.4", b"port": -1},
+    {b"ip": b"1.2.3.4", b"port": True},
+    {b"ip": b"\xff\xfe", b"port": 80},
+    {b"ip": b"bad host!", b"port": 80},
+    {b"ip": b"", b"port": 80},
+])
+def test_dictionary_peers_that_cannot_be_dialled_are_left_out(entry):
+    good = {b"ip": b"tracker.example", b"port": 6881}
+    assert parse_peers([entry, good, {b"ip": b"::1", b"port": 7}]) == [
+        ("tracker.example", 6881), ("::1", 7)]
+
+
 def test_dictionary_peer_lists_skip_malformed_entries_and_nonsense_intervals_are_ignored():
     assert parse_peers([{b"ip": b"1.2.3.4", b"port": 5}, {b"ip": 1, b"port": 2}, b"junk"]) == [
         ("1.2.3.4", 5)]
