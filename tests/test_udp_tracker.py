@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 import trio
+from hypothesis import given
+from hypothesis import strategies as st
 from peer_helpers import events, make_node, make_torrent, peer_config
 
 from peer.config import ProtocolSettings
@@ -349,3 +351,32 @@ async def test_a_swarm_through_opentrackers_udp_port(tmp_path):
         announces = events(node.log.records, "announce")
         assert announces[0]["event"] == "started" and announces[0]["ok"], announces
         assert announces[0]["interval"] > 600
+
+
+# --- replies from strangers (property-based, issue 12 item 6) ----------------------------------
+
+_u32 = st.integers(0, 2**32 - 1)
+_peers = st.lists(st.tuples(st.tuples(*[st.integers(0, 255)] * 4), st.integers(0, 65535)),
+                  max_size=40)
+
+
+@given(st.binary(max_size=400) | st.builds(
+    lambda action, rest: struct.pack(">I", action) + rest, st.integers(0, 4),
+    st.binary(max_size=200)))
+def test_any_datagram_decodes_or_is_a_udp_tracker_error(data: bytes) -> None:
+    with contextlib.suppress(UdpTrackerError):
+        decode_reply(data)
+
+
+@given(_u32, _u32, _u32, _u32, _peers)
+def test_announce_replies_decode_to_what_was_sent(transaction: int, interval: int, leechers: int,
+                                                  seeders: int,
+                                                  peers: list[tuple[tuple[int, ...], int]]
+                                                  ) -> None:
+    data = struct.pack(">IIIII", 1, transaction, interval, leechers, seeders) + b"".join(
+        bytes(ip) + port.to_bytes(2, "big") for ip, port in peers)
+    reply = decode_reply(data)
+    assert isinstance(reply, AnnounceReply)
+    assert (reply.transaction_id, reply.interval, reply.leechers, reply.seeders) == (
+        transaction, interval, leechers, seeders)
+    assert reply.peers == [(".".join(map(str, ip)), port) for ip, port in peers]
