@@ -161,7 +161,7 @@ class Node:
             await self._announce("stopped")
         self._act(self.session.emit_counters(force=True))
         self.log.emit("stop", reason=reason, up=self.session.uploaded,
-                      down=self.session.downloaded)
+                      down=self.session.downloaded, **self.pieces.storage.stats())
         self.log.close()
 
     def _log_start(self) -> None:

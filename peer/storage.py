@@ -45,6 +45,9 @@ class Storage(Protocol):
     def piece_verified(self, index: int) -> None:
         """Piece ``index`` passed its hash: its received bytes are no longer needed."""
 
+    def stats(self) -> dict[str, int]:
+        """Fields for the peer's ``stop`` line (docs/log-schema.md)."""
+
     def save(self, path: Path) -> None:
         """Write the whole content to ``path`` (a completed leecher's ``--content``). Must not
         touch state the event loop uses: it runs in a worker thread."""
@@ -68,6 +71,9 @@ class MemoryStorage:
 
     def piece_verified(self, index: int) -> None:
         pass
+
+    def stats(self) -> dict[str, int]:
+        return {}
 
     def save(self, path: Path) -> None:
         path.write_bytes(self.view)
@@ -126,6 +132,10 @@ class SyntheticStorage:
         buffer = self.pending.pop(index, None)
         if buffer is not None:
             self._remember(index, buffer)
+
+    def stats(self) -> dict[str, int]:
+        # Startup's check of the content seed included: it regenerates up to two pieces.
+        return {"regenerated": self.regenerated}
 
     def _remember(self, index: int, data: Bytes) -> None:
         self.cache[index] = data

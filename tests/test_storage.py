@@ -146,3 +146,7 @@ async def test_swarm_of_synthetic_peers_completes_without_content_files(tmp_path
     leecher = nodes[1].pieces.storage
     assert isinstance(leecher, SyntheticStorage)
     assert not leecher.pending and len(leecher.cache) <= leecher.cache_pieces
+    # The stop line says how many pieces a synthetic peer generated (cache misses).
+    stops = [events(n.log.records, "stop")[0] for n in nodes]
+    assert stops[0]["regenerated"] >= 1 and stops[1]["regenerated"] == leecher.regenerated
+    assert "regenerated" not in stops[2]
