@@ -54,7 +54,10 @@ def completion_cdf(run: Run, out: Target) -> Target:
     ax.set_ylim(0, 1.02)
     ax.set_xlim(left=0)
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
+    if ax.get_legend_handles_labels()[0]:  # no leecher completed: no curve to name
+        ax.legend(loc="lower right", fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no leecher completed", transform=ax.transAxes, ha="center")
     ax.set_title("Completion time CDF by group")
     return _save(fig, out)
 

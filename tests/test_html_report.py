@@ -138,11 +138,16 @@ def make_set(run_dir: Path, root: Path, reps: int = 2) -> Path:
     return root
 
 
-def test_results_set_page_with_check_verdicts(run_dir: Path, browser: Browser,
+@pytest.fixture(scope="module")
+def results_set(run_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_set(run_dir, tmp_path_factory.mktemp("set") / "set")
+
+
+def test_results_set_page_with_check_verdicts(results_set: Path, browser: Browser,
                                               tmp_path: Path) -> None:
     from analysis.html.set_page import write_set_report
 
-    results = make_set(run_dir, tmp_path / "set")
+    results = results_set
     expect = tmp_path / "tiny.expect.yml"
     expect.write_text("all_complete: true\nshare_ratio: {min: 0.01}\nmakespan: {max: 0.5}\n")
     page = open_page(browser, write_set_report(results, expect, run_reports=False))
@@ -177,11 +182,11 @@ def test_sweep_page(run_dir: Path, browser: Browser, tmp_path: Path) -> None:
         for r in runs)
 
 
-def test_compare_writes_junit_and_html(run_dir: Path, browser: Browser, tmp_path: Path,
+def test_compare_writes_junit_and_html(results_set: Path, browser: Browser, tmp_path: Path,
                                        capsys: pytest.CaptureFixture[str]) -> None:
     from testbed.cli import main
 
-    results = make_set(run_dir, tmp_path / "set", reps=2)
+    results = results_set
     junit, html = tmp_path / "verdicts.xml", tmp_path / "compare" / "report.html"
     html.parent.mkdir()
     assert main(["compare", str(results), str(results), "--junit", str(junit),
