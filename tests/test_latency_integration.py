@@ -9,8 +9,6 @@ Real processes and real time (a few seconds each), hence the ``integration`` mar
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import time
 import warnings
 from pathlib import Path
@@ -19,6 +17,8 @@ import pytest
 from peer_helpers import events, make_torrent, peer_config, peer_id, read_log, write_config
 from test_peer_integration import spawn, wait_for
 
+from bench.capacity import max_window_rate
+from bench.swarm_util import stop_all
 from peer.config import BLOCK_SIZE, LinkDelays, ProtocolSettings
 
 pytestmark = pytest.mark.integration
@@ -72,19 +72,6 @@ def start_peers(tmp_path: Path, configs) -> list:
     return procs
 
 
-def stop_everything(procs) -> None:
-    """SIGTERM every process, then wait for each (killing one that takes over 10 s)."""
-    for proc in procs:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-    for proc in procs:
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 def from_seed(records) -> list:
     return [p for p in events(records, "piece") if p["from"] == [peer_id(0)]]
 
@@ -102,7 +89,7 @@ def test_handshake_request_and_tracker_delays_match_the_configuration(tmp_path):
     is never shorter than configured) and from above within ``tolerance()``; the
     request-to-block time (16 samples or more) by its median."""
     one_way = {1: 0.005, 2: 0.025, 3: 0.1}
-    tracker_delay = 0.02
+    tracker_delay = 0.05
     started = cpu_times()
     tracker, url, run_start = start_tracker(tmp_path)
     content, torrent, _ = make_torrent(tmp_path, size=1 * MiB, piece_length=BLOCK_SIZE,
@@ -133,15 +120,16 @@ def test_handshake_request_and_tracker_delays_match_the_configuration(tmp_path):
         wait_for(lambda: all(len(from_seed(read_log(log))) >= 16 for log in logs[1:]), 60,
                  "16 pieces from the seed at every leecher", procs)
     finally:
-        stop_everything([*procs, tracker])
+        stop_all([*procs, tracker])
 
     slack = tolerance(started)
     seed_records = read_log(logs[0])
     assert seed_records[0]["delays"]["tracker"] == seed_tracker_delay
     announces = events(read_log(tmp_path / "tracker.jsonl"), "announce")
     seen = next(a["t"] for a in announces if a["peer"] == peer_id(0))
+    # The tracker exchange passes through a third process, which has to wake up too.
     assert 3 * seed_tracker_delay <= seen - seed_records[0]["t"] <= \
-        3 * seed_tracker_delay + slack
+        3 * seed_tracker_delay + 2 * slack
     for i, d in one_way.items():
         records = read_log(logs[i])
         assert records[0]["delays"]["peers"] == [list(one_range(0, d))]
@@ -155,18 +143,20 @@ def test_handshake_request_and_tracker_delays_match_the_configuration(tmp_path):
         assert waits[0] >= 2 * d - 0.001
         assert waits[len(waits) // 2] <= 2 * d + slack, waits
         # HTTP announce: TCP's handshake, then the request: the tracker sees it 1.5 round trips
-        # after the peer starts (the peer's one-way delay to it is the tracker's 20 ms).
+        # after the peer starts (the peer's one-way delay to it is the tracker's 50 ms).
         seen = next(a["t"] for a in announces if a["peer"] == peer_id(i))
-        assert 3 * tracker_delay <= seen - records[0]["t"] <= 3 * tracker_delay + slack
+        assert 3 * tracker_delay <= seen - records[0]["t"] <= 3 * tracker_delay + 2 * slack
 
 
 def best_rate(records, window: float = 2.0) -> float:
     """The highest payload rate over any ``window`` seconds (bytes/s): the rate the connection
     reached, which a saturated host's stalls elsewhere in the transfer do not lower (2 s hold
     enough 64 KiB pieces that one more or less is within 10 %)."""
-    pieces = events(records, "piece")
-    return max(sum(q["size"] for q in pieces if p["t"] - window < q["t"] <= p["t"])
-               for p in pieces) / window
+    samples, total = [], 0
+    for piece in events(records, "piece"):
+        total += piece["size"]
+        samples.append((piece["t"], total))
+    return max_window_rate(samples, window)
 
 
 def test_a_shallow_pipeline_is_held_to_pipeline_over_rtt_and_a_deep_queue_reaches_the_cap(
@@ -203,7 +193,7 @@ def test_a_shallow_pipeline_is_held_to_pipeline_over_rtt_and_a_deep_queue_reache
     try:
         wait_for(measured, 60, "both leechers to transfer for a while", procs)
     finally:
-        stop_everything([*procs, tracker])
+        stop_all([*procs, tracker])
     shallow = best_rate(read_log(shallow_log))
     limit = 5 * BLOCK_SIZE / rtt
     assert 0.6 * limit <= shallow <= 1.1 * limit, f"{shallow / KiB:.0f} KiB/s"
