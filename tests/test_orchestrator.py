@@ -283,7 +283,9 @@ def test_tracker_crash_mid_run_is_recorded_and_the_run_goes_on(tmp_path, fakes, 
     assert summary["status"] == "completed", summary
     assert summary["crashes"] == {"tracker": 5}
     [death] = summary["tracker"]["events"]
-    assert death["event"] == "died" and death["code"] == 5 and 0.2 < death["t"] < 0.8
+    # It sleeps 0.3 s after writing its port; how much later the death is seen depends on load.
+    assert death["event"] == "died" and death["code"] == 5
+    assert 0.2 < death["t"] < summary["duration"]
     assert summary["exit_codes"]["tracker"] == 5
     assert summary["exit_codes"]["leecher-1"] == 0  # the peers were still stopped cleanly
     assert exit_status(summary) == 1  # a process crashed
