@@ -157,7 +157,7 @@ def test_an_orchestrator_write_error_fails_the_run_with_one_line(tmp_path, fakes
     assert summary["status"] == "failed", summary
     assert summary["reason"] == ("disk full: cannot write resources.jsonl (No space left on "
                                  "device)")
-    assert summary["exit_codes"]["hang-1"] == 0
+    assert "hang-1" not in summary["crashes"]  # stopped by us (-15 if before its handler)
     assert_all_gone(out)
 
 
@@ -265,15 +265,16 @@ def test_a_tracker_outage_stops_the_tracker_and_restarts_it_on_the_same_port(tmp
 
     from testbed.topology import TrackerOutage
 
-    exp = replace(experiment(("hang", 1, {}), time_limit=1.6, all_complete=False),
-                  tracker_outages=(TrackerOutage(at=0.4, duration=0.5),))
+    # Seconds apart, so that a loaded host's slow process starts cannot reorder them.
+    exp = replace(experiment(("hang", 1, {}), time_limit=4.0, all_complete=False),
+                  tracker_outages=(TrackerOutage(at=1.0, duration=1.0),))
     out, summary = run(exp, tmp_path, fakes)
     assert summary["status"] == "completed", summary
     stopped, restarted = summary["tracker"]["events"]
     assert stopped["event"] == "stopped" and stopped["code"] == 0
-    assert 0.4 <= stopped["t"] < 0.9
-    assert restarted["event"] == "restarted" and 0.9 <= restarted["t"] < 1.5
-    assert summary["tracker"]["outages"] == [{"at": 0.4, "for": 0.5}]
+    assert 1.0 <= stopped["t"] < 2.0
+    assert restarted["event"] == "restarted" and 2.0 <= restarted["t"] < 4.0
+    assert summary["tracker"]["outages"] == [{"at": 1.0, "for": 1.0}]
     assert summary["crashes"] == {} and exit_status(summary) == 0
     assert summary["exit_codes"]["tracker"] == 0  # the second tracker, stopped at the end
     events = [json.loads(line)["ev"] for line in (out / "tracker.jsonl").read_text().splitlines()]
