@@ -20,6 +20,10 @@ from peer.errors import ConfigError
 BLOCK_SIZE = 16 * 1024  # BEP 3: requests are for 2^14 bytes; larger ones are refused
 FALLBACK_ANNOUNCE_INTERVAL = 30.0
 """Seconds between announces while following the tracker and it has not named an interval."""
+MAX_QUEUED_REQUESTS = 2000
+"""Requests a peer queues from one neighbour (libtorrent's default); more are dropped."""
+REQUEST_TIMEOUT = 15.0
+"""Requests unanswered this long while unchoked go back to the pool for other neighbours."""
 MAX_REDIAL_WAIT = 600.0
 """The longest wait before dialling a failing address again (``redial_backoff`` doubled)."""
 STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})

@@ -95,6 +95,12 @@ class Neighbour:
         self.last_block_sent_at = now
         self.unchoked_us_at = now
 
+    @property
+    def address(self) -> tuple[str, int]:
+        """(host, port) of the remote end: for a connection we dialled, its listening address."""
+        host, _, port = self.addr.rpartition(":")
+        return host, int(port)
+
     def idle_since(self) -> float | None:
         """Since when it has been idle: no interest either way, and no block either way since
         then (None: it is not idle). At the neighbour cap, the longest idle one makes room."""

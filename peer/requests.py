@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 
 from peer import wire
+from peer.actions import CloseConnection
 from peer.config import BLOCK_SIZE, ProtocolSettings
 from peer.neighbour import Neighbour
 from peer.pieces import PieceState
@@ -79,6 +80,21 @@ class RequestPipeline:
             nbr.cancelled.discard((index, begin))
             out.append(wire.encode(wire.Request(index=index, begin=begin, length=length)))
         return b"".join(out)
+
+    def answered(self, nbr: Neighbour, key: tuple[int, int], size: int) -> bool:
+        """Match a block from ``nbr`` (``key``: piece, begin) to our request for it: True when
+        it answers one, False for a request we withdrew (a late answer, harmless).
+        CloseConnection for a block nobody asked for, or of another size than asked."""
+        length = nbr.outstanding.pop(key, None)
+        if length is None:
+            if key in nbr.cancelled:
+                nbr.cancelled.discard(key)
+                return False
+            raise CloseConnection(f"protocol error: piece {key} that nobody asked for")
+        if size != length:
+            raise CloseConnection(f"protocol error: block {key} of {size} bytes, asked for "
+                                  f"{length}")
+        return True
 
     def withdraw(self, nbr: Neighbour) -> None:
         """Forget our requests to it: its answers are harmless, the blocks free for others."""

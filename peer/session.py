@@ -5,7 +5,7 @@ session what happened (a connection opened, a handshake or a message arrived, a 
 a timer fired, a connection closed), passing the time in, and gets back what to do, as a list
 of actions: bytes to send to a connection, a connection to close, an event to log, a rechoke
 to run soon, the download completed. The session owns interest, the request pipeline, end game
-cancels, have suppression, hash-failure strikes, the duplicate-connection tie-break and the
+cancels, have suppression, bans on evidence (peer/trust.py), crossed duplicate connections and the
 rechoke (the choker's decisions are applied by peer/choking.py); the node owns sockets, tasks,
 token buckets, timers and the event log.
 
@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import random
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from peer import wire
 from peer.actions import (
@@ -35,7 +35,7 @@ from peer.actions import (
 )
 from peer.addresses import AddressBook
 from peer.choking import Choking
-from peer.config import MAX_REDIAL_WAIT, ProtocolSettings
+from peer.config import MAX_QUEUED_REQUESTS, MAX_REDIAL_WAIT, REQUEST_TIMEOUT, ProtocolSettings
 from peer.counters import Counters
 from peer.duplicates import MAX_HELD_MESSAGES, Spare, Spares, crossed, new_one_wins
 from peer.eventlog import peer_id_text
@@ -44,16 +44,7 @@ from peer.neighbour import Neighbour, idle_longest_first
 from peer.pieces import BlockResult, PieceDone, PieceState
 from peer.policy_types import Choker, PiecePicker, RechokeTrigger
 from peer.requests import RequestPipeline
-from peer.trust import Ban, Trust
-
-if TYPE_CHECKING:
-    # Only the type: the tracker client does I/O, and nothing of it runs in the session.
-    from peer.tracker_client import Address
-
-MAX_QUEUED_REQUESTS = 2000
-"""Requests we queue from one neighbour (libtorrent's default); more are dropped."""
-REQUEST_TIMEOUT = 15.0
-"""Requests unanswered this long while unchoked go back to the pool for other neighbours."""
+from peer.trust import Address, Ban, Trust
 
 
 class Session:
@@ -215,11 +206,10 @@ class Session:
         nbr.peer_id = peer_id
         nbr.peer = peer_id_text(peer_id)
         if nbr.direction == "out":
-            host, _, port = nbr.addr.rpartition(":")
-            if self.trust.is_banned_address((host, int(port))):
+            if self.trust.is_banned_address(nbr.address):
                 raise Refused("banned")  # dialled before the ban
-            self.addresses.learn((host, int(port)), peer_id)
-            self.addresses.dial_succeeded((host, int(port)))
+            self.addresses.learn(nbr.address, peer_id)
+            self.addresses.dial_succeeded(nbr.address)
         if self.trust.is_banned(nbr.peer):
             self.addresses.ban(nbr.peer)  # a new address of a banned peer, maybe
             raise Refused("banned")
@@ -337,7 +327,7 @@ class Session:
         """Learn a neighbour's listening port from its BEP 10 handshake; ignore the rest."""
         port = listening_port(message)
         if port is not None and nbr.peer_id is not None:
-            address = (nbr.addr.rpartition(":")[0], port)
+            address = (nbr.address[0], port)
             if self.trust.is_banned_address(address):
                 raise CloseConnection("banned")  # another peer id at a banned address
             self.addresses.learn(address, nbr.peer_id)
@@ -390,17 +380,9 @@ class Session:
     # --- blocks and pieces ------------------------------------------------------------------
 
     def _on_block(self, nbr: Neighbour, piece_msg: wire.Piece, now: float) -> None:
-        key = (piece_msg.index, piece_msg.begin)
-        length = nbr.outstanding.pop(key, None)
-        if length is None:
-            if key in nbr.cancelled:
-                nbr.cancelled.discard(key)
-                return  # answer to a request we cancelled (or voided by a choke): harmless
-            raise CloseConnection(f"protocol error: piece {key} that nobody asked for")
-        block = piece_msg.block
-        if len(block) != length:
-            raise CloseConnection(f"protocol error: block {key} of {len(block)} bytes, "
-                                  f"asked for {length}")
+        key, block = (piece_msg.index, piece_msg.begin), piece_msg.block
+        if not self.requests.answered(nbr, key, len(block)):
+            return  # answer to a request we cancelled (or voided by a choke): harmless
         size = len(block)
         nbr.down += size
         nbr.down_meter.add(size, now)
@@ -570,8 +552,7 @@ class Session:
         if not nbr.registered:
             if nbr.direction == "out" and nbr.peer_id is None:
                 # No handshake came back: a peer full at its cap refuses this way.
-                host, _, port = nbr.addr.rpartition(":")
-                self.addresses.dial_failed((host, int(port)), now)
+                self.addresses.dial_failed(nbr.address, now)
             self._log("conn_close", peer=nbr.peer or None, addr=nbr.addr, reason=reason,
                       up=0, down=0)
             return

@@ -26,15 +26,19 @@ from peer.actions import (
     SetUploadCap,
     UploadQueued,
 )
-from peer.config import BLOCK_SIZE, PolicySpec, ProtocolSettings
+from peer.config import (
+    BLOCK_SIZE,
+    MAX_QUEUED_REQUESTS,
+    REQUEST_TIMEOUT,
+    PolicySpec,
+    ProtocolSettings,
+)
 from peer.duplicates import DUPLICATE_GRACE, ESTABLISHED_AGE
 from peer.extension import EXTENDED, EXTENSION_BIT
 from peer.neighbour import RateMeter
 from peer.pieces import PieceState
 from peer.policy import ChokeView, Decision, build_choker, build_picker
 from peer.session import (
-    MAX_QUEUED_REQUESTS,
-    REQUEST_TIMEOUT,
     Session,
 )
 
