@@ -15,7 +15,7 @@ import math
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from peer.errors import TestbedError
 
@@ -66,14 +66,39 @@ def _alpha(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description="A real BitTorrent swarm on one machine.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    _add_run_parser(sub)
+
+    validate = sub.add_parser("validate", help="check topology files without running anything")
+    validate.add_argument("topologies", type=Path, nargs="+", metavar="TOPOLOGY")
+
+    analyze = sub.add_parser("analyze", help="analyse a run directory")
+    analyze.add_argument("run_dir", type=Path, metavar="RUN")
+    analyze.add_argument("--json", action="store_true", help="machine-readable output")
+
+    _add_regression_parsers(sub)
+
+    report = sub.add_parser("report", help="write report.html for a run, results set or sweep",
+                            description="One self-contained HTML page (docs/analysis.md): "
+                            "PATH/report.html.")
+    report.add_argument("path", type=Path, metavar="PATH",
+                        help="a run directory, a results set (--repeat) or a sweep directory")
+    report.add_argument("--expect", type=Path, metavar="FILE",
+                        help="a results set: add the check verdicts against this file")
+
+    from testbed.sweep import add_sweep_parser  # stdlib-only at import: start-up stays quick
+
+    add_sweep_parser(sub, _seconds, _seed)
+    return parser
+
+
+def _add_run_parser(sub: Any) -> None:
     from testbed.parallel import (  # stdlib-only at import
         add_cluster_arguments,
         add_jobs_argument,
         count_argument,
     )
-
-    parser = _Parser(prog=PROG, description="A real BitTorrent swarm on one machine.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     run = sub.add_parser("run", help="run a topology and write a run directory",
                          description="Run a topology: tracker and peer processes over loopback; "
@@ -97,13 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_jobs_argument(run, "repetitions (with --repeat)")
     add_cluster_arguments(run, "repetitions (with --repeat)")
 
-    validate = sub.add_parser("validate", help="check topology files without running anything")
-    validate.add_argument("topologies", type=Path, nargs="+", metavar="TOPOLOGY")
 
-    analyze = sub.add_parser("analyze", help="analyse a run directory")
-    analyze.add_argument("run_dir", type=Path, metavar="RUN")
-    analyze.add_argument("--json", action="store_true", help="machine-readable output")
-
+def _add_regression_parsers(sub: Any) -> None:
     check = sub.add_parser("check", help="hold a results set to an expectations file",
                            description="Exit 0 pass, 1 regression, 2 usage error "
                            "(docs/regression.md).")
@@ -126,19 +146,6 @@ def build_parser() -> argparse.ArgumentParser:
                          help="practical tolerance for every metric: 10%% (of the baseline "
                          "median) or a number in the metric's unit (default: per metric)")
     _add_verdict_files(compare)
-
-    report = sub.add_parser("report", help="write report.html for a run, results set or sweep",
-                            description="One self-contained HTML page (docs/analysis.md): "
-                            "PATH/report.html.")
-    report.add_argument("path", type=Path, metavar="PATH",
-                        help="a run directory, a results set (--repeat) or a sweep directory")
-    report.add_argument("--expect", type=Path, metavar="FILE",
-                        help="a results set: add the check verdicts against this file")
-
-    from testbed.sweep import add_sweep_parser  # stdlib-only at import: start-up stays quick
-
-    add_sweep_parser(sub, _seconds, _seed)
-    return parser
 
 
 def _add_verdict_files(parser: argparse.ArgumentParser) -> None:

@@ -223,30 +223,32 @@ class Orchestrator:
             else:
                 self._hurry.set()
 
-    async def _body(self) -> None:
+    def _make_content(self) -> tuple[Path | None, Path, Any]:
+        """The content file (None for synthetic storage), the .torrent, its metainfo."""
         from peer.content import synthetic_piece_hashes
         from peer.metainfo import build_metainfo, make_synthetic_torrent, write_torrent
 
         spec = self.experiment.content
         announce = self.experiment.tracker_url or PLACEHOLDER_ANNOUNCE
+        target = self.run.torrent(spec.name)
+        if spec.storage == "synthetic":
+            # Every testbed peer regenerates the content: no file, only its hashes.
+            metainfo = build_metainfo(
+                announce=announce, name=spec.name, length=spec.size,
+                piece_length=spec.piece_length,
+                piece_hashes=synthetic_piece_hashes(spec.size, spec.seed, spec.piece_length))
+            write_torrent(target, metainfo)
+            return None, target, metainfo
+        content, torrent, metainfo = make_synthetic_torrent(
+            self.run.content_dir, size=spec.size, seed=spec.seed,
+            piece_length=spec.piece_length, announce=announce, name=spec.name)
+        os.replace(torrent, target)
+        return content, target, metainfo
 
-        def make_content() -> tuple[Path | None, Path, Any]:
-            if spec.storage == "synthetic":
-                # Every testbed peer regenerates the content: no file, only its hashes.
-                metainfo = build_metainfo(
-                    announce=announce, name=spec.name, length=spec.size,
-                    piece_length=spec.piece_length,
-                    piece_hashes=synthetic_piece_hashes(spec.size, spec.seed, spec.piece_length))
-                write_torrent(self.run.torrent(spec.name), metainfo)
-                return None, self.run.torrent(spec.name), metainfo
-            content, torrent, metainfo = make_synthetic_torrent(
-                self.run.content_dir, size=spec.size, seed=spec.seed,
-                piece_length=spec.piece_length, announce=announce, name=spec.name)
-            target = self.run.torrent(spec.name)
-            os.replace(torrent, target)
-            return content, target, metainfo
+    async def _body(self) -> None:
+        from peer.metainfo import build_metainfo, write_torrent
 
-        content, torrent, metainfo = await trio.to_thread.run_sync(make_content)
+        content, torrent, metainfo = await trio.to_thread.run_sync(self._make_content)
         self.num_pieces = metainfo.num_pieces
         self.stall_watch = StallWatch(metainfo.num_pieces, self.options.stall_grace)
         if isinstance(self.launcher, ForkServerLauncher):
