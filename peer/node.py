@@ -55,9 +55,6 @@ RETRY_FIRST_DELAY = 1.0
 """Seconds before retrying a failed announce; doubled each failure, up to the interval."""
 STOPPED_ANNOUNCE_TIME = 0.5
 """At shutdown the ``stopped`` announce gets this long; the peer leaves either way."""
-SHORTAGE_CHECK_PERIOD = 1.0
-"""Seconds between looks at the neighbour count while waiting to announce: a peer that loses
-neighbours announces early from then on."""
 
 
 class Node:
@@ -90,6 +87,9 @@ class Node:
         self._nursery: trio.Nursery | None = None
         self._rechoke_pending = False
         self._announce_now = trio.Event()
+        self._announcer_wakeup = trio.Event()
+        """Set when the next announce may be due sooner: the download completed, or neighbours
+        were lost below ``wanted_neighbours`` (no polling: an idle peer does not wake for it)."""
         self.tracker_url = config.tracker or self.metainfo.announce
         self.tracker = TrackerClient(self.tracker_url,
                                      rng=random.Random(f"tracker {config.seed}"))
@@ -227,6 +227,7 @@ class Node:
             await trio.to_thread.run_sync(self.pieces.storage.save, Path(self.config.content))
         self.completed.set()
         self._announce_now.set()
+        self._announcer_wakeup.set()
 
     # --- timers -----------------------------------------------------------------------------
 
@@ -289,6 +290,11 @@ class Node:
                 self._announce_now = trio.Event()
                 event = "completed" if self.session.complete else ""
 
+    def neighbour_lost(self) -> None:
+        """A connection closed: below ``wanted_neighbours`` the next announce comes early."""
+        if len(self.session.neighbours) < self.config.protocol.wanted_neighbours:
+            self._announcer_wakeup.set()
+
     async def _wait_to_announce(self, *, since: float) -> None:
         """Until the next periodic announce is due (early while short of neighbours), or the
         download completes."""
@@ -297,8 +303,9 @@ class Node:
             wait = due - self.now()
             if wait <= 0:
                 return
-            with trio.move_on_after(min(wait, SHORTAGE_CHECK_PERIOD)):
-                await self._announce_now.wait()
+            self._announcer_wakeup = trio.Event()
+            with trio.move_on_after(wait):
+                await self._announcer_wakeup.wait()
 
     async def _announce(self, event: str) -> list[Address] | None:
         session = self.session
@@ -375,6 +382,7 @@ class Node:
             reason = reasons[0] if reasons else "shutdown"
             self._act(self.session.connection_closed(conn.cid, reason, self.now()))
             del self.connections[conn.cid]
+            self.neighbour_lost()
             with trio.CancelScope(shield=True):
                 await stream.aclose()
 

@@ -59,9 +59,10 @@ def test_before_any_answer_and_with_nonsense_intervals():
 
 
 async def announce_times(tmp_path, monkeypatch, protocol, response, seconds=65,
-                         neighbours=lambda t: 0):
+                         neighbours=lambda t: 0, losses=()):
     """Run a lone leecher for ``seconds`` against a stand-in tracker; its announce times.
-    ``neighbours(t)`` stands for its neighbour count at run time t."""
+    ``neighbours(t)`` stands for its neighbour count at run time t; at each time in ``losses``
+    a connection closes (the node is told, as its connection tasks tell it)."""
     async def fake_announce(client, request):
         return response, {"event": request.event, "ok": True}
 
@@ -76,7 +77,10 @@ async def announce_times(tmp_path, monkeypatch, protocol, response, seconds=65,
         last, neighbours(node.now())))
     async with trio.open_nursery() as nursery:
         await nursery.start(node.run)
-        await trio.sleep(seconds)
+        for t in losses:
+            await trio.sleep_until(node.clock.run_start + t)
+            node.neighbour_lost()
+        await trio.sleep_until(node.clock.run_start + seconds)
         nursery.cancel_scope.cancel()
     return [(a["t"], a["event"]) for a in events(node.log.records, "announce")]
 
@@ -105,8 +109,20 @@ async def test_a_peer_that_loses_neighbours_announces_early_from_then_on(autojum
                                                                         tmp_path, monkeypatch):
     times = await announce_times(tmp_path, monkeypatch, ProtocolSettings(),
                                  answer(interval=30, min_interval=10),
-                                 neighbours=lambda t: 25 if t < 35 else 3)
+                                 neighbours=lambda t: 25 if t < 35 else 3, losses=(35.0,))
     assert [t for t, _ in times] == [0.0, 30.0, 40.0, 50.0, 60.0, 65.0]
+
+
+async def test_an_idle_peer_with_enough_neighbours_does_not_wake_to_look(autojump_clock,
+                                                                         tmp_path, monkeypatch):
+    # The count is only looked at when a connection closes: a loss that leaves enough
+    # neighbours changes nothing, and nothing polls in between.
+    looked = []
+    times = await announce_times(tmp_path, monkeypatch, ProtocolSettings(),
+                                 answer(interval=30, min_interval=10),
+                                 neighbours=lambda t: looked.append(t) or 25, losses=(35.0,))
+    assert [t for t, _ in times] == [0.0, 30.0, 60.0, 65.0]
+    assert len(looked) < 10  # a few looks per announce and loss, not one a second (65)
 
 
 def test_announce_interval_on_the_command_line(tmp_path):
