@@ -50,6 +50,8 @@ from testbed.parallel import (
     RemoteRun,
     Task,
     host_cpu_percent,
+    plan_result,
+    run_handling_stop_signals,
 )
 from testbed.rundir import write_json_atomic
 
@@ -58,7 +60,6 @@ WORKER_WAIT_SECONDS = 60.0
 """How long a plan with runs left waits for a worker when none is there."""
 ATTEMPTS = 2
 """A run lost with its worker is tried once more, then recorded as failed."""
-_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _IDENTITY_KEYS = ("testbed_version", "git_commit", "source_sha256")
 
 
@@ -145,24 +146,17 @@ class _ClusterPlan:
 
     def run(self) -> PlanResult:
         self._refresh_workers(first=True)
-        previous = {s: signal.signal(s, self._on_signal) for s in _STOP_SIGNALS}
-        try:
-            while self.running or (self.pending and not self.stopping):
-                self._forward_signals()
-                self._refresh_workers()
-                self._start_runs()
-                self._collect()
-        except BaseException:
-            self._abandon()
-            raise
-        finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
+        run_handling_stop_signals(self._loop, self._on_signal, self._abandon)
         if self.errors:
             raise TestbedError(self.errors[0])
-        self.finished.sort(key=lambda f: f.index)
-        first = self.signals[0] if self.signals else None
-        return PlanResult(self.finished, self.interrupted or bool(self.signals), first)
+        return plan_result(self.finished, self.interrupted, self.signals)
+
+    def _loop(self) -> None:
+        while self.running or (self.pending and not self.stopping):
+            self._forward_signals()
+            self._refresh_workers()
+            self._start_runs()
+            self._collect()
 
     def _say(self, line: str) -> None:
         self.echo(line)

@@ -147,6 +147,29 @@ class PlanResult:
     """The signal that stopped the plan (with J > 1; one job leaves it to the run itself)."""
 
 
+def run_handling_stop_signals(loop: Callable[[], None], on_signal: Callable[[int, Any], None],
+                              abandon: Callable[[], None]) -> None:
+    """Run a scheduler's ``loop`` with SIGINT/SIGTERM sent to ``on_signal``; the previous
+    handlers come back either way. On any exception ``abandon`` first: whatever went wrong, no
+    run may outlive the scheduler's interest in it."""
+    previous = {s: signal.signal(s, on_signal) for s in _STOP_SIGNALS}
+    try:
+        loop()
+    except BaseException:
+        abandon()
+        raise
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def plan_result(finished: list[Finished], interrupted: bool, signals: list[int]) -> PlanResult:
+    """The runs in plan order; interrupted if asked to stop or a signal came."""
+    finished.sort(key=lambda f: f.index)
+    first = signals[0] if signals else None
+    return PlanResult(finished, interrupted or bool(signals), first)
+
+
 def add_jobs_argument(parser: Any, what: str) -> None:
     """``--jobs J`` (default 1), the same for every command that runs a plan."""
     parser.add_argument("--jobs", type=count_argument("runs"), default=1, metavar="J",
@@ -284,20 +307,9 @@ class _Scheduler:
         self.waiting_since: float | None = None
 
     def run(self) -> PlanResult:
-        previous = {s: signal.signal(s, self._on_signal) for s in _STOP_SIGNALS}
-        try:
-            self._loop()
-        except BaseException:
-            # Whatever went wrong here, no run may outlive the scheduler's interest in it.
-            self._abandon()
-            raise
-        finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
+        run_handling_stop_signals(self._loop, self._on_signal, self._abandon)
         self._raise_child_errors()
-        self.finished.sort(key=lambda f: f.index)
-        first = self.signals[0] if self.signals else None
-        return PlanResult(self.finished, self.interrupted or bool(self.signals), first)
+        return plan_result(self.finished, self.interrupted, self.signals)
 
     def _say(self, line: str) -> None:
         self.echo(line)
