@@ -106,6 +106,9 @@ class GroupSpec:
     latency: float = 0.0
     """One-way access delay in seconds (testbed.topology_latency)."""
     jitter: float = 0.0
+    placement: tuple[str, ...] = ()
+    """The cluster workers this group's peers may run on (``testbed run --cluster``, the
+    names, addresses or hosts of workers: testbed.placement); empty: any. Ignored locally."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,7 +258,7 @@ _CONTENT_KEYS = ("size", "piece_size", "seed", "name", "storage")
 _STORAGES = ("auto", "file", "synthetic")
 _TRACKER_KEYS = ("announce_interval", "numwant", "url", "outages", "latency")
 _GROUP_KEYS = ("name", "count", "role", "upload", "download", "choker", "picker", "protocol",
-               "arrival", "departure", "command", "latency", "jitter")
+               "arrival", "departure", "command", "latency", "jitter", "placement")
 _TESTBED_ONLY_KEYS = ("choker", "picker", "protocol")
 """Group keys that mean nothing for a real client (it runs its own algorithms)."""
 _END_KEYS = ("all_complete", "time_limit", "tolerate_crashes")
@@ -481,12 +484,30 @@ class _TopologyChecker(PolicyChecker, ScheduleChecker, LatencyChecker):
             key=path, line=self.line(path) or 0,
             departure_line=self.line(f"{path}.departure") or self.line(path) or 0,
             command=command, latency=latency, jitter=jitter,
+            placement=(self.placement(group["placement"], f"{path}.placement")
+                       if "placement" in group else ()),
         )
         if command is None:
             return spec
         # Recorded in experiment.json so that analyses see whose algorithms these are.
         external = PolicySpec(name=f"external:{command[0]}")
         return dataclasses.replace(spec, choker=external, picker=external)
+
+    def placement(self, value: Any, path: str) -> tuple[str, ...]:
+        """The workers a group may run on with --cluster: one name or a list of them."""
+        words = [value] if isinstance(value, str) else value
+        if not isinstance(words, list) or (isinstance(value, list) and not value):
+            self.fail(path, "must name cluster workers: a worker's name, address or host, or a "
+                            f"list of them (testbed run --cluster), got "
+                            f"{'an empty list' if value == [] else describe(value)}")
+        for i, word in enumerate(words):
+            where = path if isinstance(value, str) else f"{path}[{i}]"
+            if not isinstance(word, str) or not word.strip():
+                self.fail(where, f"must be a worker's name, address or host, got "
+                                 f"{describe(word)}")
+            if words.index(word) != i:
+                self.fail(where, f"worker '{word}' is named twice")
+        return tuple(words)
 
     def command(self, value: Any, path: str) -> tuple[str, ...]:
         """A real client's command template: one string (split like a shell) or a list."""
