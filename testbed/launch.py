@@ -32,7 +32,7 @@ import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import trio
 
@@ -84,6 +84,28 @@ class Launcher(Protocol):
     async def aclose(self) -> None:
         """Release the launcher's own resources (after every process it started has exited)."""
         ...
+
+
+@runtime_checkable
+class ServedLauncher(Protocol):
+    """A launcher with a task of its own (the fork server's zygote, a cluster's agents): the
+    orchestrator runs ``run`` in its nursery and waits for ``wait_ready`` before t = 0."""
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        ...
+
+    async def wait_ready(self) -> None:
+        ...
+
+
+def is_remote(handle: ProcessHandle) -> bool:
+    """A process on another machine (testbed.cluster_launcher): its pid is not this host's."""
+    return getattr(handle, "worker", None) is not None
+
+
+def was_lost(handle: ProcessHandle) -> bool:
+    """A remote process that ended because its machine was lost, not by itself."""
+    return bool(getattr(handle, "lost", False))
 
 
 # ---------------------------------------------------------------------------------------------

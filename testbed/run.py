@@ -40,7 +40,16 @@ from testbed.diskspace import (
 )
 from testbed.experiment import Experiment
 from testbed.external import ExternalPeerPlan, missing_programs
-from testbed.launch import ForkServerLauncher, Launcher, LaunchError, LocalLauncher, ProcessHandle
+from testbed.launch import (
+    ForkServerLauncher,
+    Launcher,
+    LaunchError,
+    LocalLauncher,
+    ProcessHandle,
+    ServedLauncher,
+    is_remote,
+    was_lost,
+)
 from testbed.peer_watch import LogTail, PeerState
 from testbed.progress import Mode, Progress, ProgressState, choose_mode
 from testbed.provenance import record_policy_sources
@@ -116,7 +125,8 @@ def failure_message(exc: BaseException) -> str | None:
 
 class Orchestrator:
     def __init__(self, experiment: Experiment, run: RunDir, options: RunOptions,
-                 commands: Commands, meta: dict[str, Any]) -> None:
+                 commands: Commands, meta: dict[str, Any],
+                 launcher: Launcher | None = None) -> None:
         self.experiment = experiment
         self.run = run
         self.options = options
@@ -125,7 +135,9 @@ class Orchestrator:
         self.peers = [PeerState(plan, LogTail(run.peer_log(plan.name)))
                       for plan in experiment.peers]
         self.launcher: Launcher
-        if options.launcher == "fork":
+        if launcher is not None:  # another machine's processes (testbed.cluster_swarm)
+            self.launcher = launcher
+        elif options.launcher == "fork":
             self.launcher = ForkServerLauncher(output_path=run.launcher_out)
         else:
             self.launcher = LocalLauncher()
@@ -195,7 +207,7 @@ class Orchestrator:
                 outer.start_soon(self._watch_signals, signals)
                 try:
                     with self._body_scope:
-                        if isinstance(self.launcher, ForkServerLauncher):
+                        if isinstance(self.launcher, ServedLauncher):
                             await outer.start(self.launcher.run)
                         await self._body()
                 except BaseException as exc:
@@ -251,7 +263,7 @@ class Orchestrator:
         content, torrent, metainfo = await trio.to_thread.run_sync(self._make_content)
         self.num_pieces = metainfo.num_pieces
         self.stall_watch = StallWatch(metainfo.num_pieces, self.options.stall_grace)
-        if isinstance(self.launcher, ForkServerLauncher):
+        if isinstance(self.launcher, ServedLauncher):
             await self.launcher.wait_ready()
 
         self.run_start = time.monotonic()
@@ -362,6 +374,8 @@ class Orchestrator:
         assert state.handle is not None
         code = await state.handle.wait()
         state.exit_code = code
+        if was_lost(state.handle) and state.signalled is None:
+            state.signalled = "lost"  # departed with its machine: not a crash
         name = state.plan.name
         if code == EXIT_WRITE_FAILED and self.status is None:
             self._read_logs([state])
@@ -430,7 +444,7 @@ class Orchestrator:
         if self.tracker.handle is not None and self.tracker.handle.returncode is None:
             pids["tracker"] = self.tracker.handle.pid
         for p in self.peers:
-            if p.handle is not None and p.handle.returncode is None:
+            if p.handle is not None and p.handle.returncode is None and not is_remote(p.handle):
                 pids[p.plan.name] = p.handle.pid
         return pids
 
@@ -504,7 +518,11 @@ class Orchestrator:
     # -- the summary --------------------------------------------------------------------------
 
     def summary(self) -> dict[str, Any]:
-        return build_summary(self)
+        summary = build_summary(self)
+        amend = getattr(self.launcher, "amend_summary", None)  # a cluster's workers' share
+        if amend is not None:
+            amend(summary)
+        return summary
 
 
 @dataclass(frozen=True, slots=True)
@@ -514,7 +532,8 @@ class RunResult:
 
 
 def execute_run(experiment: Experiment, topology_text: str, options: RunOptions,
-                commands: Commands | None = None) -> RunResult:
+                commands: Commands | None = None,
+                launcher: Launcher | None = None) -> RunResult:
     """Run ``experiment`` (already validated and expanded) and write its run directory.
 
     Raises TestbedError only before anything starts (an external program is missing, the disk
@@ -545,7 +564,8 @@ def execute_run(experiment: Experiment, topology_text: str, options: RunOptions,
         write_json_atomic(run.meta, meta)
     except OSError as exc:
         raise TestbedError(f"{run.root}: {describe_write_error(exc)}") from None
-    orchestrator = Orchestrator(experiment, run, options, commands or Commands(), meta)
+    orchestrator = Orchestrator(experiment, run, options, commands or Commands(), meta,
+                                launcher)
     try:
         trio.run(orchestrator.main)
     except KeyboardInterrupt:
