@@ -1,10 +1,13 @@
 """Token buckets on trio's clock: one for a peer's whole upload, one for its download.
 
-All connections of a peer share its upload bucket, as a capped access link would. Takers queue
-in FIFO order (trio.Lock is fair), so no connection starves another. The bucket may go into
-debt by one take: a 16 KiB block is sent whole, then the taker that caused the debt waits until
-it is repaid. While saturated the bucket never refills to its burst, so the long-run rate is the
-configured rate exactly; ``burst`` only bounds how far an idle bucket can run ahead.
+All connections of a peer share its upload bucket, as a capped access link would. A taker
+reserves its tokens the moment it asks, then sleeps until its reservation is repaid: a later
+taker's reservation comes on top of every earlier one, so takers pass in FIFO order by
+construction, with no lock to queue on (a lock costs a task switch per take even when nobody
+waits). The bucket may go into debt: a block is granted whole, and the taker that caused the
+debt waits until it is repaid. While saturated the bucket never refills to its burst, so the
+long-run rate is the configured rate exactly; ``burst`` only bounds how far an idle bucket can
+run ahead.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ import trio
 class TokenBucket:
     """``rate`` bytes/s (None = unlimited) with ``burst`` bytes of depth."""
 
+    __slots__ = ("_stamp", "_tokens", "burst", "rate", "taken")
+
     def __init__(self, rate: float | None, burst: float) -> None:
         if rate is not None and rate <= 0:
             raise ValueError(f"rate must be > 0 or None, got {rate!r}")
@@ -26,7 +31,6 @@ class TokenBucket:
         self.burst = burst
         self._tokens = burst if math.isfinite(burst) else 0.0
         self._stamp: float | None = None
-        self._lock = trio.Lock()
         self.taken = 0
         """Bytes granted so far: what the rate-fidelity benchmark compares with the cap."""
 
@@ -40,19 +44,34 @@ class TokenBucket:
             self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
         self._stamp = now
 
-    async def take(self, amount: int) -> None:
-        """Wait until ``amount`` bytes may pass, in FIFO order with other takers."""
+    async def take(self, amount: int) -> bool:
+        """Wait until ``amount`` bytes may pass, in FIFO order with other takers. True if it
+        slept (a checkpoint), False if the bytes passed at once (no checkpoint at all).
+
+        Cancelled while it waits, the reservation is given back."""
         self.taken += amount
         if self.rate is None:
-            return
-        async with self._lock:
-            now = trio.current_time()
-            self._refill(now)
-            self._tokens -= amount
-            if self._tokens < 0:
-                # Sleep until the debt is repaid. Oversleeping loses nothing: _refill credits
-                # the real elapsed time, capped only at the burst.
-                await trio.sleep_until(now + (-self._tokens) / self.rate)
+            return False
+        now = trio.current_time()
+        self._refill(now)
+        self._tokens -= amount
+        if self._tokens >= 0:
+            return False
+        # Sleep until the debt, every earlier reservation included, is repaid. Oversleeping
+        # loses nothing: _refill credits the real elapsed time, capped only at the burst.
+        try:
+            await trio.sleep_until(now + (-self._tokens) / self.rate)
+        except trio.Cancelled:
+            self.give_back(amount)
+            raise
+        return True
+
+    def give_back(self, amount: int) -> None:
+        """Return tokens taken for bytes that will not be sent after all (the neighbour was
+        choked, or its connection closed, while they waited)."""
+        self.taken -= amount
+        if self.rate is not None:
+            self._tokens = min(self.burst, self._tokens + amount)
 
     def tokens(self) -> float:
         """Current balance (negative while in debt), for tests and diagnostics."""

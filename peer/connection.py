@@ -2,10 +2,19 @@
 
 The protocol state of the connection is the session's (peer/session.py), named by ``cid``; this
 module moves bytes between the socket and the session, paced by the node's token buckets.
+
+A peer's CPU goes on wake-ups and task switches, not bytes (docs/capacity.md), so the hot loops
+count them. On a plain socket (no link delay) the reader waits for readability and then reads
+once, instead of trio's ``receive_some``, which reads first (failing half the time with EAGAIN)
+and switches tasks after each success; the writer writes straight to the socket and waits only
+when the socket is full. The writer takes several queued blocks of a neighbour from the bucket
+at once (up to ``UPLOAD_BATCH_TIME`` of the rate) and sends them in one call: one bucket sleep
+and one send here, one wake-up at the receiver, instead of one each per block.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 
 import trio
@@ -13,15 +22,38 @@ import trio
 from peer import wire
 from peer.actions import Action, CloseConnection
 from peer.bucket import TokenBucket
+from peer.config import BLOCK_SIZE
 from peer.errors import RemoteProtocolError
 from peer.session import Session
 
 RECEIVE_SIZE = 256 * 1024
 KEEPALIVE_PERIOD = 60.0
+"""A connection we sent nothing on for this long gets a keep-alive (the node's sweep)."""
+KEEPALIVE_SWEEP = 10.0
+"""Seconds between the node's keep-alive sweeps: a keep-alive goes 60-70 s into a silence."""
+UPLOAD_BATCH_TIME = 0.1
+"""Seconds of the upload rate the writer may take from the bucket in one go, as several blocks
+queued for one neighbour: long beside a block's own time, short beside the one second of rate
+the neighbour keeps requested (``request_queue_time``), so its pipeline never runs dry."""
+MAX_UPLOAD_BATCH = 4
+"""Blocks per batch at most (unlimited uploads: until the socket is full)."""
+
+_RECEIVE_BUFFER = bytearray(RECEIVE_SIZE)
+_RECEIVE_VIEW = memoryview(_RECEIVE_BUFFER)
+"""Every plain-socket reader of the process reads into this one buffer and copies what it got
+into its wire reader before it awaits anything (a buffer per connection would be 256 KiB x 55
+neighbours of memory)."""
 
 Act = Callable[[Sequence[Action]], None]
 """Does what the session answered (the node's ``_act``)."""
 Clock = Callable[[], float]
+
+
+def upload_batch(rate: float | None) -> int:
+    """How many queued blocks the writer takes from a bucket of ``rate`` bytes/s at once."""
+    if rate is None:
+        return MAX_UPLOAD_BATCH
+    return max(1, min(MAX_UPLOAD_BATCH, int(rate * UPLOAD_BATCH_TIME) // BLOCK_SIZE))
 
 
 class Connection:
@@ -31,6 +63,9 @@ class Connection:
                  num_pieces: int) -> None:
         self.cid = cid
         self.stream = stream
+        self.fd = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else None
+        """The socket's descriptor for the direct path; None for any other stream (a delay
+        line's), which goes through trio's stream interface."""
         self.addr = addr
         self.direction = direction
         self.reader = wire.WireReader(num_pieces, expect_handshake=True)
@@ -40,10 +75,17 @@ class Connection:
         self.limit: TokenBucket | None = None
         """This neighbour's own upload cap, when the choker sets one (Decision.rate)."""
         self.cancel_scope = trio.CancelScope()
+        self.last_sent = trio.current_time()
+        """When the writer last sent anything (trio's clock): the keep-alive sweep reads it."""
 
     def send(self, data: bytes) -> None:
         self.control.append(data)
         self.wakeup.set()
+
+    def keep_alive(self, now: float) -> None:
+        """Queue a keep-alive if nothing was sent for ``KEEPALIVE_PERIOD`` (trio's clock)."""
+        if now - self.last_sent >= KEEPALIVE_PERIOD and not self.control:
+            self.send(wire.KEEPALIVE_BYTES)
 
     async def receive_handshake(self) -> wire.Handshake:
         """Read until the remote's handshake is decoded; later bytes stay in the reader."""
@@ -70,6 +112,9 @@ class Connection:
 
     async def read(self, session: Session, bucket: TokenBucket, act: Act, clock: Clock) -> None:
         """The reader task: receive, pay the download bucket, deliver; until the remote closes."""
+        if self.fd is not None:
+            await self._read_socket(self.fd, session, bucket, act, clock)
+            return
         stream, limited = self.stream, not bucket.unlimited
         while True:
             data = await stream.receive_some(RECEIVE_SIZE)
@@ -81,37 +126,104 @@ class Connection:
             self.reader.receive_data(data)
             self.deliver_buffered(session, act, clock())
 
+    async def _read_socket(self, fd: int, session: Session, bucket: TokenBucket, act: Act,
+                           clock: Clock) -> None:
+        """``read`` on a plain socket: wait until readable, then one read (one wake-up and one
+        system call per batch of messages)."""
+        reader, cid, limited = self.reader, self.cid, not bucket.unlimited
+        wait_readable, readv = trio.lowlevel.wait_readable, os.readv
+        buffer, view = _RECEIVE_BUFFER, _RECEIVE_VIEW
+        while True:
+            await wait_readable(fd)
+            try:
+                size = readv(fd, (buffer,))
+            except BlockingIOError:
+                continue
+            if not size:
+                raise CloseConnection("remote closed")
+            # Into the reader before any await: the buffer is the process's, shared.
+            reader.receive_data(view[:size])
+            now = clock()
+            session.bytes_received(cid, now)
+            if limited and await bucket.take(size):
+                now = clock()
+            self.deliver_buffered(session, act, now)
+
+    async def _send(self, data: bytes) -> bool:
+        """Send all of ``data``; True if that waited (a checkpoint), False if the socket took
+        it at once (no checkpoint)."""
+        fd = self.fd
+        if fd is None:
+            await self.stream.send_all(data)
+            return True
+        try:
+            sent = os.write(fd, data)
+        except BlockingIOError:
+            sent = 0
+        if sent == len(data):
+            return False
+        rest = memoryview(data)[sent:]
+        while rest:
+            await trio.lowlevel.wait_writable(fd)
+            try:
+                rest = rest[os.write(fd, rest):]
+            except BlockingIOError:
+                continue
+        return True
+
+    def _next_uploads(self, session: Session, bucket: TokenBucket) -> list[tuple[int, int, int]]:
+        """The blocks to send next (none while it is choked or asked for nothing): up to one
+        batch of its queue, sized by the slower of the peer's and the neighbour's caps."""
+        rate = bucket.rate
+        if self.limit is not None and self.limit.rate is not None:
+            rate = self.limit.rate if rate is None else min(rate, self.limit.rate)
+        uploads = []
+        for _ in range(upload_batch(rate)):
+            upload = session.next_upload(self.cid)
+            if upload is None:
+                break
+            uploads.append(upload)
+        return uploads
+
     async def write(self, session: Session, bucket: TokenBucket, clock: Clock) -> None:
         """The writer task: blocks the neighbour asked for, paced by its own cap and the
-        peer's upload bucket, with queued messages riding along; a keep-alive when idle."""
-        stream, cid = self.stream, self.cid
+        peer's upload bucket, with queued messages riding along."""
+        cid = self.cid
         while True:
-            upload = session.next_upload(cid)
-            if upload is not None:
-                index, begin, length = upload
-                if self.limit is not None:
-                    await self.limit.take(length)
-                await bucket.take(length)
+            uploads = self._next_uploads(session, bucket)
+            if uploads:
+                amount = sum(length for _, _, length in uploads)
+                limit = self.limit
+                waited = limit is not None and await limit.take(amount)
+                waited = await bucket.take(amount) or waited
                 if session.is_choking(cid):
+                    bucket.give_back(amount)
+                    if limit is not None:
+                        limit.give_back(amount)
                     continue
-                # Queued control messages ride along with the block: one system call.
+                # Queued control messages ride along with the blocks: one system call.
                 parts = self.control
                 self.control = []
-                parts.append(wire.encode_piece_header(index, begin, length))
-                parts.append(session.pieces.read_block(index, begin, length))
-                await stream.send_all(b"".join(parts))
-                session.block_sent(cid, length, clock())
+                read_block = session.pieces.read_block
+                for index, begin, length in uploads:
+                    parts.append(wire.encode_piece_header(index, begin, length))
+                    parts.append(read_block(index, begin, length))
+                waited = await self._send(b"".join(parts)) or waited
+                now = clock()
+                self.last_sent = trio.current_time()
+                for _, _, length in uploads:
+                    session.block_sent(cid, length, now)
+                if not waited:
+                    await trio.lowlevel.checkpoint()  # let other tasks run between batches
                 continue
             if self.control:
                 data = b"".join(self.control)
                 self.control.clear()
-                await stream.send_all(data)
+                await self._send(data)
+                self.last_sent = trio.current_time()
                 continue
             self.wakeup = trio.Event()
-            with trio.move_on_after(KEEPALIVE_PERIOD) as idle:
-                await self.wakeup.wait()
-            if idle.cancelled_caught:
-                self.send(wire.KEEPALIVE_BYTES)
+            await self.wakeup.wait()
 
 
 def close_reason(exc: BaseException) -> str | None:

@@ -36,7 +36,13 @@ class RateMeter:
     def rate(self, now: float, window: float | None = None) -> float:
         window = self.window if window is None else window
         horizon = now - window
-        total = sum(amount for second, amount in self.bins if second + 1 > horizon)
+        total = 0
+        # Newest bins first, stopping at the first one outside the window (bins are in time
+        # order): the pipeline's 3 s rate looks at 3-4 bins, not the whole 20 s window.
+        for second, amount in reversed(self.bins):
+            if second + 1 <= horizon:
+                break
+            total += amount
         return total / max(1.0, min(window, now - self.start))
 
 

@@ -36,7 +36,7 @@ from peer.actions import (
 )
 from peer.bucket import TokenBucket
 from peer.config import STOP_SIGNALS, PeerConfig, RateLimit
-from peer.connection import Connection, close_reason
+from peer.connection import KEEPALIVE_SWEEP, Connection, close_reason
 from peer.delayed import Links, releasing
 from peer.eventlog import SCHEMA_VERSION, EventLog, RunClock, peer_id_text
 from peer.metainfo import Metainfo, read_torrent
@@ -122,7 +122,7 @@ class Node:
                     self._log_start()
                     nursery.start_soon(trio.serve_listeners, self._accept, listeners)
                     for task in (self._housekeeping, self._flush_lazy_messages,
-                                 self._rechoke_timer, self._announcer):
+                                 self._rechoke_timer, self._announcer, self._keep_alives):
                         nursery.start_soon(task)
                     task_status.started(self.listen_port)
                     reason = await self._wait_for_exit(signals)
@@ -268,6 +268,15 @@ class Node:
                 self._act(self.session.rechoke(request.trigger, self.now()))
 
             self._nursery.start_soon(soon)
+
+    async def _keep_alives(self) -> None:
+        """Queue keep-alives on connections silent for ``KEEPALIVE_PERIOD``: one sweep for the
+        peer every ``KEEPALIVE_SWEEP`` s, rather than a timeout each time a writer goes idle."""
+        while True:
+            await trio.sleep(KEEPALIVE_SWEEP)
+            now = trio.current_time()
+            for conn in self.connections.values():
+                conn.keep_alive(now)
 
     # --- tracker ----------------------------------------------------------------------------
 

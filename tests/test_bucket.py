@@ -46,7 +46,10 @@ async def test_shared_bucket_is_fair_and_exact(autojump_clock):
 
     async def connection(i: int) -> None:
         while True:
-            await bucket.take(1000)
+            # take() is a checkpoint only when it sleeps: a taker that got its bytes at once
+            # lets the others run, as the connection writer does.
+            if not await bucket.take(1000):
+                await trio.lowlevel.checkpoint()
             sent[i] += 1000
 
     start = trio.current_time()
@@ -76,3 +79,64 @@ def test_bad_parameters_are_refused():
         TokenBucket(rate=0, burst=10)
     with pytest.raises(ValueError):
         TokenBucket(rate=10, burst=0)
+
+
+async def test_takers_pass_in_the_order_they_asked_without_a_lock(autojump_clock):
+    bucket = TokenBucket(rate=1000, burst=1000)
+    await bucket.take(1000)  # spend the burst
+    start = trio.current_time()
+    passed: list[tuple[str, float]] = []
+
+    async def taker(name: str, amount: int) -> None:
+        await bucket.take(amount)
+        passed.append((name, trio.current_time() - start))
+
+    async with trio.open_nursery() as nursery:
+        for name, amount in (("a", 2000), ("b", 500), ("c", 1500)):
+            nursery.start_soon(taker, name, amount)
+            await trio.sleep(0.001)
+    # Each reservation comes on top of every earlier one: a small one never jumps the queue.
+    assert [name for name, _ in passed] == ["a", "b", "c"]
+    assert [t for _, t in passed] == pytest.approx([2.0, 2.5, 4.0])
+
+
+async def test_a_cancelled_taker_gives_its_reservation_back(autojump_clock):
+    bucket = TokenBucket(rate=1000, burst=1000)
+    await bucket.take(1000)
+    with trio.move_on_after(0.5):
+        await bucket.take(4000)
+    assert bucket.taken == 1000
+    # Half a second refilled 500 bytes; the cancelled 4000 are not owed.
+    assert bucket.tokens() == pytest.approx(500)
+
+
+async def test_give_back_returns_tokens_up_to_the_burst(autojump_clock):
+    bucket = TokenBucket(rate=1000, burst=2000)
+    await bucket.take(2000)
+    bucket.give_back(1500)
+    assert bucket.tokens() == pytest.approx(1500)
+    assert bucket.taken == 500
+    bucket.give_back(5000)
+    assert bucket.tokens() == pytest.approx(2000)
+
+
+async def test_long_run_rate_is_exact_with_batches_of_any_size(autojump_clock):
+    rate = 512 * 1024
+    bucket = TokenBucket(rate=rate, burst=2 * 16384)
+    sent = [0, 0, 0]
+
+    async def writer(i: int, batch: int) -> None:
+        while True:
+            if not await bucket.take(batch * 16384):
+                await trio.lowlevel.checkpoint()
+            sent[i] += batch * 16384
+            await trio.sleep(0.0003 * i)  # a little scheduling jitter, different per writer
+
+    start = trio.current_time()
+    async with trio.open_nursery() as nursery:
+        for i, batch in enumerate((1, 3, 4)):
+            nursery.start_soon(writer, i, batch)
+        await trio.sleep_until(start + 60.0)
+        nursery.cancel_scope.cancel()
+    # 60 s at the rate plus the burst, give or take the batches granted but not yet counted.
+    assert abs(sum(sent) - (60 * rate + 2 * 16384)) <= 8 * 16384
