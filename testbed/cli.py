@@ -120,7 +120,11 @@ def _add_run_parser(sub: Any) -> None:
                      help="run K times with seeds s, s+1, ... into one results set "
                      "(<name>-<stamp>-xK/rep-<i>/ and results.json; docs/regression.md)")
     add_jobs_argument(run, "repetitions (with --repeat)")
-    add_cluster_arguments(run, "repetitions (with --repeat)")
+    add_cluster_arguments(run, "repetitions (with --repeat), or without --repeat the swarm's "
+                          "peers, split across the workers")
+    run.add_argument("--tracker-host", metavar="HOST",
+                     help="with --cluster and no --repeat: the address the workers' peers reach "
+                     "the tracker at (default: this machine's address towards the scheduler)")
 
 
 def _add_regression_parsers(sub: Any) -> None:
@@ -269,24 +273,33 @@ def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         if status not in (130, 143):  # interrupted: nothing more is written, as before
             report_at_end(root)
         return status
-    if cluster is not None:
-        return _error("--cluster sends whole runs to the workers: give --repeat K too (one "
-                      "swarm split across machines is not implemented yet)")
+    if cluster is not None and args.runs_per_worker is not None:
+        return _error("--runs-per-worker is for whole runs (--repeat K): one swarm is split "
+                      "across the workers")
+    if args.tracker_host is not None and (cluster is None or args.repeat is not None):
+        return _error("--tracker-host is for one swarm split across a cluster: give --cluster "
+                      "without --repeat")
     if args.jobs != 1:
         return _error("--jobs runs repetitions at once: give --repeat K too")
     from testbed.run import RunOptions, execute_run
     from testbed.summary import exit_status, format_summary
     from testbed.topology import load_experiment
 
-    experiment = load_experiment(args.topology, seed=args.seed)
-    try:
-        text = args.topology.read_text()
-    except OSError as exc:  # load_experiment read it a moment ago, but be clear if not
-        raise TestbedError(f"{args.topology}: cannot read: {exc.strerror}") from None
     options = RunOptions(out=args.out, runs_root=args.runs, time_limit=args.time_limit,
                          quiet=args.quiet, launcher=args.launcher,
                          command=(PROG, *argv))
-    result = execute_run(experiment, text, options)
+    if cluster is not None:
+        from testbed.cluster_swarm import run_split_swarm
+
+        result = run_split_swarm(args.topology, args.seed, cluster.address, options,
+                                 args.tracker_host)
+    else:
+        experiment = load_experiment(args.topology, seed=args.seed)
+        try:
+            text = args.topology.read_text()
+        except OSError as exc:  # load_experiment read it a moment ago, but be clear if not
+            raise TestbedError(f"{args.topology}: cannot read: {exc.strerror}") from None
+        result = execute_run(experiment, text, options)
     print(format_summary(result.summary, result.run_dir), flush=True)
     status = exit_status(result.summary)
     if args.no_analyze or result.summary["status"] == "interrupted":
