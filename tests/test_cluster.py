@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -92,6 +93,76 @@ def test_policy_files_go_with_a_remote_run_only_from_beside_the_topology(tmp_pat
                    finish=lambda r: None)  # type: ignore
 
 
+def test_placement_is_a_pure_even_function_of_workers_groups_and_seed():
+    from testbed.placement import PlacementError, WorkerInfo, place
+
+    workers = [WorkerInfo(f"tcp://10.0.0.{i}:9000", f"w{i}", f"10.0.0.{i}") for i in (1, 2, 3)]
+    peers = [("seed-0", "seed")] + [(f"l-{i}", "l") for i in range(7)]
+    placed = place(workers, peers, {}, seed=0)
+    assert place(list(reversed(workers)), peers, {}, seed=0) == placed  # order-free
+    counts = sorted(sum(w == v for v in placed.values()) for w in workers)
+    assert counts == [2, 3, 3]  # spread evenly
+    assert place(workers, peers, {}, seed=1) != placed  # the seed rotates the start
+    named = place(workers, peers, {"seed": ["w3"], "l": ["10.0.0.1", "tcp://10.0.0.2:9000"]}, 0)
+    assert named["seed-0"].name == "w3"
+    assert sorted(named[f"l-{i}"].name for i in range(7)) == ["w1"] * 4 + ["w2"] * 3
+    with pytest.raises(PlacementError, match="group 'l': placement names worker 'w9'"):
+        place(workers, peers, {"l": ["w9"]}, 0)
+    with pytest.raises(PlacementError, match="no workers"):
+        place([], peers, {}, 0)
+
+
+def test_the_placement_key_is_checked_like_the_others(tmp_path):
+    from testbed.topology import TopologyError, load_topology
+
+    base = "content: {size: 1MiB}\ngroups:\n  - {name: s, role: seed}\n  - name: l\n"
+    path = tmp_path / "t.yaml"
+    path.write_text(base + "    placement: [w0, w1]\n")
+    assert load_topology(path).groups[1].placement == ("w0", "w1")
+    for value, message in (("[]", "got an empty list"), ("[w0, w0]", "named twice"),
+                           ("[w0, 3]", "placement[1]: must be a worker's name")):
+        path.write_text(base + f"    placement: {value}\n")
+        with pytest.raises(TopologyError, match=re.escape(message)):
+            load_topology(path)
+
+
+def test_a_cluster_peer_binds_its_outgoing_connections_to_its_listen_host(tmp_path):
+    from testbed.cluster_peer import listen_host
+
+    config = tmp_path / "p.json"
+    config.write_text(json.dumps({"listen_host": "127.0.0.2"}))
+    assert listen_host(["--config", str(config)]) == "127.0.0.2"
+    assert listen_host(["--config", str(tmp_path / "missing.json")]) is None
+    assert listen_host([]) is None
+    script = """
+import trio
+from testbed.cluster_peer import bind_outgoing
+bind_outgoing("127.0.0.2")
+async def main():
+    listener = (await trio.open_tcp_listeners(0, host="127.0.0.3"))[0]
+    port = listener.socket.getsockname()[1]
+    stream = await trio.open_tcp_stream("127.0.0.3", port)
+    accepted = await listener.accept()
+    print(accepted.socket.getpeername()[0])
+trio.run(main)
+"""
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
+                         text=True, timeout=30, check=True).stdout
+    assert out.strip() == "127.0.0.2"
+
+
+def test_a_split_swarm_refuses_what_it_cannot_ship(tmp_path):
+    from testbed.cluster_swarm import check_splittable
+    from testbed.topology import load_experiment
+
+    check_splittable(load_experiment(ROOT / "topologies/ci_small.yaml"))
+    path = tmp_path / "file.yaml"
+    path.write_text((ROOT / "topologies/ci_small.yaml").read_text().replace(
+        "piece_size: 64KiB}", "piece_size: 64KiB, storage: file}"))
+    with pytest.raises(TestbedError, match="storage: synthetic"):
+        check_splittable(load_experiment(path))
+
+
 def test_cluster_options_that_mean_nothing_are_refused(capsys):
     class Args:
         cluster: str | None = "10.0.0.5:8786"
@@ -105,8 +176,11 @@ def test_cluster_options_that_mean_nothing_are_refused(capsys):
     Args.cluster, Args.jobs, Args.runs_per_worker = None, 1, 2
     with pytest.raises(TestbedError, match="give --cluster too"):
         cluster_of(Args())
-    assert main(["run", "topologies/ci_small.yaml", "--cluster", "127.0.0.1:1"]) == 2
-    assert "give --repeat K too" in capsys.readouterr().err
+    assert main(["run", "topologies/ci_small.yaml", "--cluster", "x:1", "--runs-per-worker",
+                 "2"]) == 2
+    assert "one swarm is split across the workers" in capsys.readouterr().err
+    assert main(["run", "topologies/ci_small.yaml", "--tracker-host", "10.0.0.1"]) == 2
+    assert "give --cluster without --repeat" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["sweep", "topologies/ci_small.yaml", "--param", "seed=1", "--cluster", "x",
               "--runs-per-worker", "0"])
@@ -190,7 +264,8 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 @pytest.fixture(scope="module")
 def dask_cluster(tmp_path_factory):
     """A scheduler on 127.0.0.1 and workers on 127.0.0.2 and 127.0.0.3, running this checkout
-    (PYTHONPATH), each in its own session; all stopped at the end, whatever happened."""
+    (PYTHONPATH), each in its own session; all stopped at the end, whatever happened. Yields
+    (address, processes, base folder, restart_worker(i))."""
     pytest.importorskip("distributed")
     from distributed import Client
 
@@ -207,20 +282,31 @@ def dask_cluster(tmp_path_factory):
                                                stderr=subprocess.STDOUT,
                                                start_new_session=True)
 
-    try:
-        start("scheduler", [*dask, "scheduler", "--host", "127.0.0.1", "--port", str(port),
-                            "--no-dashboard", "--idle-timeout", "300"])
-        for i, host in enumerate(WORKER_HOSTS):
-            start(f"worker{i}", [*dask, "worker", address, "--host", host, "--nthreads", "1",
-                                 "--no-nanny", "--no-dashboard", "--name", f"w{i}",
-                                 "--local-directory", str(base / f"w{i}"),
-                                 "--death-timeout", "30"])
+    def start_worker(i: int) -> None:
+        start(f"worker{i}", [*dask, "worker", address, "--host", WORKER_HOSTS[i], "--nthreads",
+                             "1", "--no-nanny", "--no-dashboard", "--name", f"w{i}",
+                             "--local-directory", str(base / f"w{i}"), "--death-timeout", "30"])
+
+    def wait_for_workers() -> None:
         client = Client(address, timeout=60, set_as_default=False)
         try:
             client.wait_for_workers(len(WORKER_HOSTS), timeout=60)
         finally:
             client.close()
-        yield address, processes, base
+
+    def restart_worker(i: int) -> None:
+        """A killed worker back, for the tests after the one that killed it."""
+        _stop(processes[f"worker{i}"])
+        start_worker(i)
+        wait_for_workers()
+
+    try:
+        start("scheduler", [*dask, "scheduler", "--host", "127.0.0.1", "--port", str(port),
+                            "--no-dashboard", "--idle-timeout", "300"])
+        for i in range(len(WORKER_HOSTS)):
+            start_worker(i)
+        wait_for_workers()
+        yield address, processes, base, restart_worker
     finally:
         for process in processes.values():
             _stop(process)
@@ -242,7 +328,7 @@ def _gone(path_part: str) -> bool:
 @pytest.mark.integration
 def test_a_sweep_across_two_workers_gives_the_table_of_a_local_sweep(dask_cluster, tmp_path,
                                                                    capsys):
-    address, _, _ = dask_cluster
+    address, _, _, _ = dask_cluster
     topology = tmp_path / "tiny.yaml"
     topology.write_text(TINY)
     out = tmp_path / "sweep"
@@ -269,11 +355,114 @@ def test_a_sweep_across_two_workers_gives_the_table_of_a_local_sweep(dask_cluste
     assert (first / "experiment.json").read_text() == (here / "experiment.json").read_text()
 
 
+def _start_lines(run_dir: Path) -> dict[str, dict]:
+    starts = {}
+    for log in (run_dir / "peers").glob("*.jsonl"):
+        for line in log.read_text().splitlines():
+            record = json.loads(line)
+            if record["ev"] == "start":
+                starts[record["name"]] = record
+    return starts
+
+
+@pytest.mark.integration
+def test_one_swarm_split_across_two_workers_is_a_local_run_s_directory(dask_cluster, tmp_path,
+                                                                      capsys):
+    from analysis import load_run
+
+    address, _, _, _ = dask_cluster
+    topology = tmp_path / "tiny.yaml"
+    topology.write_text(TINY.replace("count: 2", "count: 3"))
+    split = tmp_path / "split"
+    assert main(["run", str(topology), "--cluster", address, "--out", str(split), "--quiet",
+                 "--no-analyze"]) == 0, capsys.readouterr()
+    summary = json.loads((split / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["completed"] == 3
+    assert summary["cluster"]["losses"] == [] and summary["crashes"] == {}
+    record = json.loads((split / "cluster.json").read_text())
+    hosts = {w["address"]: w["host"] for w in record["workers"]}
+    assert sorted(hosts.values()) == list(WORKER_HOSTS)
+    assert sorted(len(peers) for peers in record["placement"].values()) == [2, 2]
+    # Each peer listened on its worker's address, and every connection came from one.
+    starts = _start_lines(split)
+    for worker, peers in record["placement"].items():
+        for name in peers:
+            assert starts[name]["listen"].rsplit(":", 1)[0] == hosts[worker]
+    addrs = {line.split('"addr":"')[1].split(":")[0]
+             for log in (split / "peers").glob("*.jsonl") for line in log.read_text().splitlines()
+             if '"addr":"' in line}
+    assert addrs and addrs <= set(WORKER_HOSTS)
+    for offset in record["clock_offsets"].values():  # one machine: one clock
+        assert abs(offset["offset"]) <= offset["error"] + 0.005
+    assert set(summary["cluster"]["cpu"]) == set(record["placement"])
+    # The same topology run here: the same files, plus the cluster's own record.
+    local = tmp_path / "local"
+    assert main(["run", str(topology), "--out", str(local), "--quiet", "--no-analyze"]) == 0
+    extra = {"cluster.json"} | {f"cluster/resources-w{i}.jsonl" for i in range(2)}
+    assert _files(split) == _files(local) | extra
+    run, here = load_run(split), load_run(local)
+    assert run.warnings == [] and len(run.peers) == 4
+    assert list(run.peers.columns) == list(here.peers.columns)
+    assert len(run.pieces) == len(here.pieces)  # every leecher got every piece, both times
+
+
+@pytest.mark.integration
+def test_a_worker_lost_mid_swarm_takes_its_peers_and_the_run_goes_on(dask_cluster, tmp_path,
+                                                                     capsys):
+    address, processes, base, restart_worker = dask_cluster
+    topology = tmp_path / "doomed.yaml"
+    topology.write_text(TINY.replace("upload: 2MiB/s", "upload: 256KiB/s\n    placement: w1")
+                        .replace("  - name: leecher\n    count: 2\n",
+                                 "  - name: stay\n    placement: w1\n"
+                                 "  - name: doomed\n    count: 2\n    placement: w0\n"))
+    out = tmp_path / "run"
+    killed: list[float] = []
+
+    def kill_w0_once_its_peers_log() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            log = out / "peers" / "doomed-0.jsonl"
+            if log.is_file() and log.stat().st_size:
+                os.kill(processes["worker0"].pid, signal.SIGKILL)
+                killed.append(time.monotonic())
+                return
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_w0_once_its_peers_log, daemon=True)
+    killer.start()
+    try:
+        code = main(["run", str(topology), "--cluster", address, "--out", str(out), "--quiet",
+                     "--no-analyze"])
+        killer.join(5)
+        printed = capsys.readouterr()
+        assert killed, printed
+        assert code == 0, printed
+        assert "worker tcp://127.0.0.2:" in printed.out and "2 peer(s) on it departed" in \
+            printed.out
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["status"] == "completed" and summary["crashes"] == {}
+        assert summary["completion_times"].keys() == {"stay-0"}
+        assert summary["exit_codes"]["doomed-0"] == summary["exit_codes"]["doomed-1"] == -9
+        [loss] = summary["cluster"]["losses"]
+        assert loss["worker"].startswith("tcp://127.0.0.2:")
+        assert loss["peers"] == ["doomed-0", "doomed-1"]
+        start = json.loads((out / "meta.json").read_text())["run_start_monotonic"]
+        assert killed[0] - start <= loss["t"] <= killed[0] - start + 3  # seen within seconds
+        assert json.loads((out / "cluster.json").read_text())["losses"] == [loss]
+        # Nothing of the swarm is left on either worker (the lost one's peers died with it).
+        deadline = time.monotonic() + 10
+        while not _gone(str(base / "w0")) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _gone("testbed-swarm-")
+    finally:
+        restart_worker(0)
+
+
 @pytest.mark.integration
 def test_a_run_lost_with_its_worker_is_run_again_on_the_other(dask_cluster, tmp_path, capsys):
     from testbed import regress
 
-    address, processes, base = dask_cluster
+    address, processes, base, _ = dask_cluster
     topology = tmp_path / "slow.yaml"  # a few seconds, time to kill its worker mid-run
     topology.write_text(TINY.replace("upload: 2MiB/s", "upload: 128KiB/s"))
     killed: list[str] = []
