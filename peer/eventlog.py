@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -110,6 +111,8 @@ class EventLog:
         if stream is None and path is not None:
             self._file = LineFile(path)
         self.failed: LogWriteError | None = None
+        self.on_pending: Callable[[], None] | None = None
+        """Called when a line is queued into an empty buffer: the owner schedules a flush."""
         self.records: list[dict[str, Any]] | None = (
             [] if self._file is None and self._stream is None else None)
         """When logging to nowhere (tests), events are kept here instead."""
@@ -119,6 +122,8 @@ class EventLog:
         if self.records is not None:
             self.records.append(record)
             return
+        if not self._pending and self.on_pending is not None:
+            self.on_pending()
         self._pending.append(json.dumps(record, separators=(",", ":")))
 
     def flush(self) -> None:

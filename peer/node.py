@@ -184,13 +184,16 @@ class Node:
     # --- doing what the session says --------------------------------------------------------
 
     def _act(self, actions: Sequence[Action]) -> None:
+        if not actions:
+            return  # what most messages call for
+        urgent: list[Connection] = []
         for action in actions:
             if isinstance(action, Send):
                 conn = self.connections.get(action.cid)
                 if conn is not None:
                     conn.control.append(action.data)
                     if not action.lazy:
-                        conn.wakeup.set()
+                        urgent.append(conn)
             elif isinstance(action, Log):
                 self.log.emit(action.ev, **action.fields)
             elif isinstance(action, UploadQueued):
@@ -209,6 +212,9 @@ class Node:
                 self.log.flush()
                 assert self._nursery is not None  # the session only completes while we run
                 self._nursery.start_soon(self._finish_download)
+        for conn in urgent:  # after the whole list: what one event queued goes in one send
+            if conn.control and not conn.cancel_scope.cancel_called:
+                conn.flush_control()
 
     def _set_upload_cap(self, cid: int, rate: float | None) -> None:
         conn = self.connections.get(cid)

@@ -1,0 +1,58 @@
+"""The node's one periodic task (peer/node.py ``_ticker``) on MockClock: log lines reach the file
+within FLUSH_DELAY of being queued, and an idle peer wakes once per counters period, not every
+half second."""
+
+from __future__ import annotations
+
+import json
+
+import trio
+from peer_helpers import TrioRunClock, make_torrent, peer_config
+
+from peer.eventlog import EventLog
+from peer.node import FLUSH_DELAY, Node
+
+
+def file_node(tmp_path):
+    _, torrent, _ = make_torrent(tmp_path, size=256 * 1024, piece_length=64 * 1024)
+    clock = TrioRunClock()
+    log_path = tmp_path / "p1.jsonl"
+    config = peer_config(name="p1", index=1, torrent=torrent, role="leecher", log=log_path)
+    return Node(config, clock=clock, log=EventLog(log_path, clock)), log_path
+
+
+def lines_on_disk(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+async def test_a_log_line_reaches_the_file_within_the_flush_delay(autojump_clock, tmp_path):
+    node, log_path = file_node(tmp_path)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(node.run)
+        await trio.sleep(3.2 - trio.current_time())
+        for _ in range(5):
+            node.log.emit("probe")
+            await trio.sleep(FLUSH_DELAY + 0.001)
+            assert [r["ev"] for r in lines_on_disk(log_path)][-1] == "probe"
+            await trio.sleep(1.3)
+        nursery.cancel_scope.cancel()
+
+
+async def test_an_idle_peer_ticks_once_per_counters_period(autojump_clock, tmp_path,
+                                                          monkeypatch):
+    node, _ = file_node(tmp_path)
+    ticks: list[float] = []
+    flushes: list[float] = []
+    housekeeping, flush = node.session.housekeeping, node.log.flush
+    monkeypatch.setattr(node.session, "housekeeping",
+                        lambda now: (ticks.append(now), housekeeping(now))[1])
+    monkeypatch.setattr(node.log, "flush", lambda: (flushes.append(trio.current_time()), flush())[0])
+    async with trio.open_nursery() as nursery:
+        await nursery.start(node.run)
+        await trio.sleep(20)
+        nursery.cancel_scope.cancel()
+    assert len(ticks) == 20  # counters_period is 1 s
+    # One flush per tick, no 0.5 s wake-ups in between; the (failing) announces' lines and the
+    # start line add their own.
+    announces = [r for r in lines_on_disk(tmp_path / "p1.jsonl") if r["ev"] == "announce"]
+    assert len(flushes) <= len(ticks) + len(announces) + 2
