@@ -48,9 +48,9 @@ from peer.tracker_client import Address, AnnounceRequest, AnnounceSchedule, Trac
 
 HANDSHAKE_TIMEOUT = 10.0
 DIAL_TIMEOUT = 5.0
-LOG_FLUSH_PERIOD = 0.5
-HAVE_FLUSH_PERIOD = 0.5
-"""Lazily queued messages (haves) wait at most this long for a send to ride along with."""
+FLUSH_DELAY = 0.5
+"""Log lines and lazily queued messages (haves) wait at most this long: the log's lines for
+the write that bounds what a SIGKILL loses, the messages for a send to ride along with."""
 RETRY_FIRST_DELAY = 1.0
 """Seconds before retrying a failed announce; doubled each failure, up to the interval."""
 STOPPED_ANNOUNCE_TIME = 0.5
@@ -86,6 +86,10 @@ class Node:
         self._time_offset = 0.0
         self._nursery: trio.Nursery | None = None
         self._rechoke_pending = False
+        self._tick_scope: trio.CancelScope | None = None
+        self._flush_due: float | None = None
+        """When the pending log lines and lazy messages must go out (trio time); None: none."""
+        self.log.on_pending = self._flush_soon
         self._announce_now = trio.Event()
         self._announcer_wakeup = trio.Event()
         """Set when the next announce may be due sooner: the download completed, or neighbours
@@ -121,8 +125,8 @@ class Node:
                     self.listen_port = listeners[0].socket.getsockname()[1]
                     self._log_start()
                     nursery.start_soon(trio.serve_listeners, self._accept, listeners)
-                    for task in (self._housekeeping, self._flush_lazy_messages,
-                                 self._rechoke_timer, self._announcer, self._keep_alives):
+                    for task in (self._ticker, self._rechoke_timer, self._announcer,
+                                 self._keep_alives):
                         nursery.start_soon(task)
                     task_status.started(self.listen_port)
                     reason = await self._wait_for_exit(signals)
@@ -194,6 +198,8 @@ class Node:
                     conn.control.append(action.data)
                     if not action.lazy:
                         urgent.append(conn)
+                    else:
+                        self._flush_soon()
             elif isinstance(action, Log):
                 self.log.emit(action.ev, **action.fields)
             elif isinstance(action, UploadQueued):
@@ -237,23 +243,36 @@ class Node:
 
     # --- timers -----------------------------------------------------------------------------
 
-    async def _housekeeping(self) -> None:
-        """Flush the log; every ``counters_period`` let the session tick."""
-        next_counters = self.now() + self.config.counters_period
+    async def _ticker(self) -> None:
+        """The periodic work, in one task: the session's tick every ``counters_period``, and
+        the flush of log lines and lazy messages ``FLUSH_DELAY`` after the first is queued.
+        With nothing to flush a peer wakes once per ``counters_period``, not every 0.5 s."""
+        period = self.config.counters_period
+        next_tick = trio.current_time() + period
         while True:
-            await trio.sleep(LOG_FLUSH_PERIOD)
-            now = self.now()
-            if now >= next_counters:
-                next_counters = now + self.config.counters_period
-                self._act(self.session.housekeeping(now))
-            self.log.flush()
-
-    async def _flush_lazy_messages(self) -> None:
-        while True:
-            await trio.sleep(HAVE_FLUSH_PERIOD)
+            deadline = next_tick if self._flush_due is None else min(next_tick, self._flush_due)
+            with trio.CancelScope(deadline=deadline) as self._tick_scope:
+                await trio.sleep_forever()
+            self._tick_scope = None
+            if trio.current_time() >= next_tick:
+                next_tick = trio.current_time() + period
+                self._act(self.session.housekeeping(self.now()))
+            self._flush_due = None
             for conn in self.connections.values():
                 if conn.control:
                     conn.wakeup.set()
+            self.log.flush()
+
+    def _flush_soon(self) -> None:
+        """Something waits to be flushed: the ticker wakes within ``FLUSH_DELAY``."""
+        if self._flush_due is None:
+            try:
+                due = trio.current_time() + FLUSH_DELAY
+            except RuntimeError:  # not running yet: the ticker's first pass flushes
+                due = -math.inf
+            self._flush_due = due
+            if self._tick_scope is not None and self._tick_scope.deadline > due:
+                self._tick_scope.deadline = due
 
     async def _rechoke_timer(self) -> None:
         """Rechoke every ``rechoke_period`` on an absolute schedule, so periods never drift."""
