@@ -191,6 +191,7 @@ class ClusterLauncher:
 
     async def aclose(self) -> None:
         for agent in self.agents.values():
+            agent.closed = True  # its agent ends now: not a loss
             if agent.lost_at is None:
                 self._send(agent, {"op": "close"})
         while self.outbox:
@@ -318,7 +319,6 @@ class ClusterLauncher:
     def _gather(self) -> None:
         deadline = time.monotonic() + CLOSE_TIMEOUT
         for agent in self.agents.values():
-            agent.closed = True
             if agent.lost_at is not None:
                 continue
             try:
