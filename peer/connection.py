@@ -75,12 +75,34 @@ class Connection:
         self.limit: TokenBucket | None = None
         """This neighbour's own upload cap, when the choker sets one (Decision.rate)."""
         self.cancel_scope = trio.CancelScope()
+        self._idle = False
+        """The writer waits for something to send (``flush_control`` may write for it)."""
         self.last_sent = trio.current_time()
         """When the writer last sent anything (trio's clock): the keep-alive sweep reads it."""
 
     def send(self, data: bytes) -> None:
         self.control.append(data)
         self.wakeup.set()
+
+    def flush_control(self) -> None:
+        """Messages that must not wait were queued: while the writer is idle, write them now
+        from the caller's task (a request or an unchoke then costs no wake-up of the writer);
+        otherwise wake the writer, which sends them, with its next blocks if it has any."""
+        fd = self.fd
+        if fd is None or not self._idle or self.wakeup.is_set():
+            self.wakeup.set()
+            return
+        data = b"".join(self.control)
+        try:
+            sent = os.write(fd, data)
+        except OSError:  # full, or broken: the writer waits, or meets the error and closes
+            self.wakeup.set()
+            return
+        self.control.clear()
+        if sent < len(data):
+            self.control.append(data[sent:])
+            self.wakeup.set()
+        self.last_sent = trio.current_time()
 
     def keep_alive(self, now: float) -> None:
         """Queue a keep-alive if nothing was sent for ``KEEPALIVE_PERIOD`` (trio's clock)."""
@@ -223,7 +245,11 @@ class Connection:
                 self.last_sent = trio.current_time()
                 continue
             self.wakeup = trio.Event()
-            await self.wakeup.wait()
+            self._idle = True
+            try:
+                await self.wakeup.wait()
+            finally:
+                self._idle = False
 
 
 def close_reason(exc: BaseException) -> str | None:

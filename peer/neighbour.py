@@ -13,36 +13,48 @@ from peer.policy_types import DecisionKind, NeighbourView
 
 
 class RateMeter:
-    """Bytes per second over a rolling window, in one-second bins (cheap per block)."""
+    """Bytes per second over a rolling window, in one-second bins (cheap per block), with the
+    bins' running total, so the rate over the whole window (each rechoke asks it of every
+    neighbour) subtracts the one or two bins that left it instead of summing twenty."""
 
-    __slots__ = ("bins", "start", "window")
+    __slots__ = ("bins", "start", "total", "window")
 
     def __init__(self, window: float, now: float) -> None:
         self.window = window
         self.start = now
         self.bins: deque[list[int]] = deque()
+        self.total = 0
+        """The sum of every bin kept."""
 
     def add(self, amount: int, now: float) -> None:
         second = int(now)
         bins = self.bins
+        self.total += amount
         if bins and bins[-1][0] == second:
             bins[-1][1] += amount
         else:
             bins.append([second, amount])
             horizon = second - self.window - 1
             while bins and bins[0][0] < horizon:
-                bins.popleft()
+                self.total -= bins.popleft()[1]
 
     def rate(self, now: float, window: float | None = None) -> float:
+        """Bytes per second over the bins that end within ``window`` seconds of ``now``."""
         window = self.window if window is None else window
         horizon = now - window
-        total = 0
-        # Newest bins first, stopping at the first one outside the window (bins are in time
-        # order): the pipeline's 3 s rate looks at 3-4 bins, not the whole 20 s window.
-        for second, amount in reversed(self.bins):
-            if second + 1 <= horizon:
-                break
-            total += amount
+        if window >= self.window:
+            # The bins are in time order: those out of the window are a prefix.
+            total = self.total
+            for second, amount in self.bins:
+                if second + 1 > horizon:
+                    break
+                total -= amount
+        else:
+            total = 0
+            for second, amount in reversed(self.bins):
+                if second + 1 <= horizon:
+                    break
+                total += amount
         return total / max(1.0, min(window, now - self.start))
 
 

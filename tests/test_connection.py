@@ -156,3 +156,28 @@ async def test_a_node_sends_a_keep_alive_60_to_70_s_into_a_silence(autojump_cloc
         assert isinstance(await peer.receive(), wire.KeepAlive)
         assert KEEPALIVE_PERIOD <= trio.current_time() - silent_since <= KEEPALIVE_PERIOD + 10
         nursery.cancel_scope.cancel()
+
+
+async def test_an_idle_writer_is_not_woken_for_messages_the_caller_can_write(autojump_clock):
+    ours, theirs = socket_pair()
+    conn = Connection(0, ours, "x:1", "out", 256)
+    session = FakeSession([])
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(conn.write, session, TokenBucket(None, float("inf")),
+                           trio.current_time)
+        await trio.sleep(1)  # the writer waits for work
+        conn.control.append(wire.encode(wire.Request(index=1, begin=0, length=BLOCK_SIZE)))
+        conn.flush_control()
+        # Written from this task: the writer was not woken, nothing is left queued.
+        assert not conn.wakeup.is_set() and conn.control == []
+        (request,) = await receive_messages(theirs, 1)
+        assert request == wire.Request(index=1, begin=0, length=BLOCK_SIZE)
+        # A writer about to run (woken for an upload) sends them itself, with the block.
+        session.uploads.append((2, 0, BLOCK_SIZE))
+        conn.wakeup.set()
+        conn.control.append(wire.INTERESTED_BYTES)
+        conn.flush_control()
+        assert conn.control == [wire.INTERESTED_BYTES]
+        interested, block = await receive_messages(theirs, 2)
+        assert isinstance(interested, wire.Interested) and block.index == 2
+        nursery.cancel_scope.cancel()
