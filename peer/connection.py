@@ -124,13 +124,17 @@ class Connection:
 
     def deliver_buffered(self, session: Session, act: Act, now: float) -> None:
         """Hand every complete message buffered in the reader to the session, as one batch."""
-        reader, cid = self.reader, self.cid
+        next_event, received, cid = self.reader.next_event, session.message_received, self.cid
         while True:
-            event = reader.next_event()
+            event = next_event()
             if isinstance(event, wire.Sentinel):
                 break
-            act(session.message_received(cid, event, now))
-        act(session.end_of_batch(cid, now))
+            actions = received(cid, event, now)
+            if actions:
+                act(actions)
+        actions = session.end_of_batch(cid, now)
+        if actions:
+            act(actions)
 
     async def read(self, session: Session, bucket: TokenBucket, act: Act, clock: Clock) -> None:
         """The reader task: receive, pay the download bucket, deliver; until the remote closes."""
