@@ -1,7 +1,7 @@
 """CPU seconds per MiB delivered in the flash crowd: the testbed against libtorrent, side by side.
 
     .venv/bin/python -m bench.capacity [--runs 3] [--leechers 40] [--size 16MiB]
-        [--only testbed|libtorrent] [--keep DIR]
+        [--only testbed|libtorrent] [--keep DIR] [--tree DIR ...]
 
 Issue 13, item 1. Each round runs the same swarm twice, interleaved (testbed, then libtorrent):
 1 seed uploading at 1 MiB/s, N leechers uploading at 512 KiB/s (download unlimited), 256 KiB
@@ -19,6 +19,10 @@ pieces, everyone arriving at once and staying until every leecher is done.
   5 s window can hold six seconds' worth). CPU: each peer process's user + system time (psutil,
   read while it is alive, just before it is stopped) minus what it had used when the swarm started
   (imports and session set-up, which forked testbed peers do not pay).
+
+With ``--tree DIR`` (repeatable) the testbed runs with each checkout in turn (``git worktree
+add`` or ``git archive`` of another commit), interleaved within each round, so two versions are
+compared in one sitting on the same host, and each against libtorrent.
 
 Delivered: the content size for every leecher that completed. Makespan: from the start instant
 to the last leecher's completion; D_p2p from testbed.bounds. Prints each run, the medians and
@@ -135,9 +139,10 @@ def d_p2p(size: int, leechers: int) -> float:
 
 # -- testbed ---------------------------------------------------------------------------------
 
-def run_testbed(work: Path, round_no: int, leechers: int, size: int) -> RunResult:
+def run_testbed(work: Path, round_no: int, leechers: int, size: int,
+                tree: Path = ROOT) -> RunResult:
     if leechers == 40 and size == 16 * MIB:
-        topology = ROOT / "topologies" / "flash_crowd.yaml"
+        topology = tree / "topologies" / "flash_crowd.yaml"
     else:
         topology = work / "flash_crowd.yaml"
         topology.write_text(flash_crowd("flash_crowd", leechers, f"{LEECHER_UPLOAD_KIB}KiB/s",
@@ -146,7 +151,7 @@ def run_testbed(work: Path, round_no: int, leechers: int, size: int) -> RunResul
     load0 = os.getloadavg()[0]
     proc = subprocess.Popen([sys.executable, "-m", "testbed.cli", "run", str(topology),
                              "--seed", str(round_no), "--out", str(out), "--quiet",
-                             "--no-analyze"], cwd=ROOT, stdout=subprocess.DEVNULL)
+                             "--no-analyze"], cwd=tree, stdout=subprocess.DEVNULL)
     # Besides resources.jsonl (psutil percentages, once a second), read every peer's own CPU
     # counters from /proc while it runs: user and system apart, from its fork on.
     last: dict[int, tuple[float, float]] = {}
@@ -318,11 +323,14 @@ def show(r: RunResult) -> str:
             f"{r.load[1]:.1f}; " + "; ".join(r.notes))
 
 
-def one(client: str, keep: Path | None, round_no: int, leechers: int, size: int) -> RunResult:
-    work = Path(tempfile.mkdtemp(prefix=f"capacity-{client}-", dir=keep))
+def one(client: str, keep: Path | None, round_no: int, leechers: int, size: int,
+        trees: dict[str, Path]) -> RunResult:
+    work = Path(tempfile.mkdtemp(prefix="capacity-", dir=keep))
     try:
-        if client == "testbed":
-            return run_testbed(work, round_no, leechers, size)
+        if client in trees:
+            result = run_testbed(work, round_no, leechers, size, trees[client])
+            result.client = client
+            return result
         return run_libtorrent(work, leechers, size)
     finally:
         if keep is None:
@@ -336,9 +344,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", default="16MiB")
     ap.add_argument("--only", choices=("testbed", "libtorrent"))
     ap.add_argument("--keep", type=Path, help="keep every run's directory under DIR")
+    ap.add_argument("--tree", type=Path, action="append", default=[],
+                    help="run the testbed of this checkout (repeat to interleave several)")
     args = ap.parse_args(argv)
     size = parse_size(args.size)
-    clients = [args.only] if args.only else ["testbed", "libtorrent"]
+    trees = tree_clients(args.tree)
+    clients = [*trees, "libtorrent"]
+    if args.only:
+        clients = [c for c in clients if (c in trees) == (args.only == "testbed")]
     if args.keep:
         args.keep.mkdir(parents=True, exist_ok=True)
     print(f"flash crowd: 1 seed at {SEED_UPLOAD_KIB} KiB/s, {args.leechers} leechers at "
@@ -347,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, list[RunResult]] = {c: [] for c in clients}
     for round_no in range(1, args.runs + 1):
         for client in clients:
-            r = one(client, args.keep, round_no, args.leechers, size)
+            r = one(client, args.keep, round_no, args.leechers, size, trees)
             results[client].append(r)
             print(f"run {round_no} {show(r)}", flush=True)
     medians = {}
@@ -357,10 +370,22 @@ def main(argv: list[str] | None = None) -> int:
               f"({', '.join(f'{r.cpu_per_mib:.4f}' for r in rs)}); median makespan / D_p2p "
               f"{statistics.median(r.ratio for r in rs):.2f} "
               f"({', '.join(f'{r.ratio:.2f}' for r in rs)})")
-    if len(medians) == 2:
-        print(f"CPU per MiB, testbed / libtorrent: {medians['testbed'] / medians['libtorrent']:.2f}"
-              " (target <= 1.3)")
+    for client in trees:
+        if client in medians and "libtorrent" in medians:
+            print(f"CPU per MiB, {client} / libtorrent: "
+                  f"{medians[client] / medians['libtorrent']:.2f} (target <= 1.3)")
     return 0
+
+
+def tree_clients(trees: list[Path]) -> dict[str, Path]:
+    """The testbed clients to run, by name: ``testbed`` (this checkout) without ``--tree``,
+    else ``testbed@<directory name>`` per tree."""
+    if not trees:
+        return {"testbed": ROOT}
+    for tree in trees:
+        if not (tree / "testbed" / "cli.py").is_file():
+            raise SystemExit(f"bench.capacity: --tree {tree}: not a bt-testbed checkout")
+    return {f"testbed@{tree.resolve().name}": tree.resolve() for tree in trees}
 
 
 if __name__ == "__main__":

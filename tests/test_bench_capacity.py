@@ -71,3 +71,15 @@ def test_proc_cpu_times_of_a_live_and_a_gone_process() -> None:
     times = proc_cpu_times(os.getpid())
     assert times is not None and times[0] >= 0.0 and times[1] >= 0.0
     assert proc_cpu_times(2**22 + 1) is None  # above the kernel's pid_max: never a process
+
+
+def test_tree_clients_name_each_checkout_and_refuse_other_directories(tmp_path) -> None:
+    from bench.capacity import ROOT, tree_clients
+
+    assert tree_clients([]) == {"testbed": ROOT}
+    other = tmp_path / "old-tree"
+    (other / "testbed").mkdir(parents=True)
+    (other / "testbed" / "cli.py").write_text("")
+    assert tree_clients([other]) == {"testbed@old-tree": other.resolve()}
+    with pytest.raises(SystemExit, match="not a bt-testbed checkout"):
+        tree_clients([tmp_path / "nothing"])
