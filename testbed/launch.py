@@ -30,7 +30,7 @@ import select
 import signal
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -378,14 +378,18 @@ def _preload(modules: list[str]) -> None:
     gc.freeze()
 
 
-def _forked_child(request: dict[str, object], zygote_pid: int, inherited: tuple[int, ...]) -> None:
-    """In a child just forked from the zygote: become the requested program; never returns."""
+def _forked_child(request: dict[str, object], zygote_pid: int, inherited: tuple[int, ...],
+                  release: int) -> None:
+    """In a child just forked from the zygote: wait for the zygote to release its batch (one
+    byte on ``release``), then become the requested program; never returns."""
     import runpy
 
     code = 1
     try:
         os.setsid()
         set_parent_death_signal(zygote_pid)
+        os.read(release, 1)  # an EOF (the zygote died) releases too; PDEATHSIG then ends us
+        os.close(release)
         signal.set_wakeup_fd(-1)
         # As in a fresh interpreter (which ignores SIGPIPE and raises KeyboardInterrupt).
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -398,7 +402,8 @@ def _forked_child(request: dict[str, object], zygote_pid: int, inherited: tuple[
         os.dup2(fd, 1)
         os.dup2(fd, 2)
         for unused in (fd, null, *inherited):
-            os.close(unused)
+            with contextlib.suppress(OSError):
+                os.close(unused)
         sys.stdin = open(0, closefd=False)  # noqa: SIM115
         sys.stdout = open(1, "w", closefd=False, buffering=1)  # noqa: SIM115
         sys.stderr = open(2, "w", closefd=False, buffering=1)  # noqa: SIM115
@@ -456,6 +461,35 @@ def _zygote_signals() -> tuple[int, int]:
     return wake_r, wake_w
 
 
+def _fork_batch(requests: list[dict[str, object]], children: set[int],
+                send: Callable[[dict[str, object]], None], zygote_pid: int,
+                inherited: tuple[int, ...]) -> None:
+    """Fork a child for each request that arrived together, holding them until all are forked.
+
+    A flash crowd's children would otherwise start running as they are forked and take the
+    CPU from the zygote (one process among hundreds), so the last forks of a 1,000-peer crowd
+    waited tens of seconds: the batch is forked first (a few ms each), then released at once.
+    """
+    release_r, release_w = os.pipe()
+    forked = 0
+    try:
+        for request in requests:
+            try:
+                pid = os.fork()
+            except OSError as exc:
+                send({"id": request["id"], "error": f"fork failed: {exc}"})
+                continue
+            if pid == 0:
+                _forked_child(request, zygote_pid, (*inherited, release_w), release_r)
+            forked += 1
+            children.add(pid)
+            send({"id": request["id"], "pid": pid})
+    finally:
+        os.write(release_w, b"r" * forked)  # the pipe holds 64 KiB: more than a batch
+        os.close(release_w)
+        os.close(release_r)
+
+
 def _zygote_main(preload: list[str]) -> int:
     """Import ``preload``, then fork a child for each JSON request read from stdin.
 
@@ -502,17 +536,8 @@ def _zygote_main(preload: list[str]) -> int:
                 break
             buffer += data
             *lines, buffer = buffer.split(b"\n")
-            for line in lines:
-                request = json.loads(line)
-                try:
-                    pid = os.fork()
-                except OSError as exc:
-                    send({"id": request["id"], "error": f"fork failed: {exc}"})
-                    continue
-                if pid == 0:
-                    _forked_child(request, zygote_pid, (wake_r, wake_w))
-                children.add(pid)
-                send({"id": request["id"], "pid": pid})
+            _fork_batch([json.loads(line) for line in lines], children, send, zygote_pid,
+                        (wake_r, wake_w))
         reap()
     _kill_all(children)  # the orchestrator is gone: take everything down with us
     return 0
