@@ -51,7 +51,9 @@ async def test_an_idle_peer_ticks_once_per_counters_period(autojump_clock, tmp_p
         await nursery.start(node.run)
         await trio.sleep(20)
         nursery.cancel_scope.cancel()
-    assert len(ticks) == 20  # counters_period is 1 s
+    # counters_period is 1 s (19 when the announcer's failed connect, in a thread, lets the
+    # autojump clock run past the last tick before the cancel lands)
+    assert len(ticks) in (19, 20)
     # One flush per tick, no 0.5 s wake-ups in between; the (failing) announces' lines and the
     # start line add their own.
     announces = [r for r in lines_on_disk(tmp_path / "p1.jsonl") if r["ev"] == "announce"]
