@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import os
 import signal
 import sys
@@ -26,7 +27,9 @@ if TYPE_CHECKING:
     from peer.node import Node
 
 
+@functools.cache
 def build_parser() -> argparse.ArgumentParser:
+    """The command line (built once: the fork server builds it before forking, warm_up)."""
     parser = argparse.ArgumentParser(prog="python -m peer", description=__doc__.splitlines()[0])
     parser.add_argument("--config", help="a PeerConfig JSON file (what the orchestrator writes)")
     parser.add_argument("--torrent", help=".torrent file")
@@ -53,6 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
                              "slot is free, instead of at the next "
                              f"{ProtocolSettings().rechoke_period:g} s rechoke")
     return parser
+
+
+def warm_up() -> None:
+    """What the fork server (testbed/launch.py) runs once before forking peers, so that each
+    peer does not build the parser (and compile its regular expressions) again."""
+    build_parser()
 
 
 def config_from_args(args: argparse.Namespace) -> PeerConfig:
