@@ -294,6 +294,7 @@ class PeerConfig:
     tracker: str | None = None
     """Announce URL; None uses the .torrent's ``announce``."""
     listen_host: str = "127.0.0.1"
+    """Where the peer listens; its dials and announces leave from the same address."""
     listen_port: int = 0
     run_start: float | None = None
     """The run's t = 0 on the system-wide monotonic clock; None means this process's start."""
@@ -313,6 +314,16 @@ class PeerConfig:
     """Link delays (topology ``latency``); none by default."""
     storage: StorageSpec = field(default_factory=StorageSpec)
     """How the content is held: a file (or anonymous memory), or regenerated (synthetic)."""
+
+    @property
+    def outgoing_address(self) -> str | None:
+        """The address dials and announces leave from: ``listen_host`` unless it is a wildcard.
+
+        A tracker hands out the address an announce came *from* (BEP 3), and the kernel picks
+        it by route, not by what the peer listens on: on a host with several addresses (a
+        cluster worker; 127.0.0.2 on loopback, where every connection to 127.0.0.1 leaves from
+        127.0.0.1) the tracker would otherwise hand out an address nobody listens on."""
+        return None if self.listen_host in ("", "0.0.0.0", "::") else self.listen_host
 
     def validate(self) -> None:
         if self.role not in ("seed", "leecher"):

@@ -96,7 +96,8 @@ class Node:
         were lost below ``wanted_neighbours`` (no polling: an idle peer does not wake for it)."""
         self.tracker_url = config.tracker or self.metainfo.announce
         self.tracker = TrackerClient(self.tracker_url,
-                                     rng=random.Random(f"tracker {config.seed}"))
+                                     rng=random.Random(f"tracker {config.seed}"),
+                                     local_address=config.outgoing_address)
         self.links = Links(config.delays, seed=config.seed) if config.delays.active else None
         """Link delays (peer/delayed.py); None: sends go straight to the sockets."""
 
@@ -371,7 +372,8 @@ class Node:
         host, port = address
         try:
             with trio.fail_after(DIAL_TIMEOUT):
-                stream = await trio.open_tcp_stream(host, port)
+                stream = await trio.open_tcp_stream(
+                    host, port, local_address=self.config.outgoing_address)
         except (OSError, trio.TooSlowError):
             self.session.dial_failed(address, self.now())
             return

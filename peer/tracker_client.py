@@ -183,12 +183,12 @@ def announce_record(event: str, response: AnnounceResponse | None,
     return record
 
 
-async def announce(url: str, request: AnnounceRequest
+async def announce(url: str, request: AnnounceRequest, *, local_address: str | None = None
                    ) -> tuple[AnnounceResponse | None, dict[str, Any]]:
     """Announce once: the decoded answer (None if it failed) and the log record."""
     try:
         with trio.fail_after(ANNOUNCE_TIMEOUT):
-            body = await http_get(url, announce_query(request))
+            body = await http_get(url, announce_query(request), local_address=local_address)
         response = parse_announce_response(body)
     except (OSError, trio.TooSlowError, BencodeError, h11.ProtocolError, ValueError) as exc:
         error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
@@ -218,11 +218,14 @@ class TrackerClient:
     another scheme is a ConfigError at once, so a peer refuses it before starting.
     """
 
-    def __init__(self, url: str, *, rng: random.Random) -> None:
+    def __init__(self, url: str, *, rng: random.Random, local_address: str | None = None) -> None:
         problem = tracker_url_problem(url)
         if problem is not None:
             raise ConfigError(problem, "tracker")
         self.url = url
+        self.local_address = local_address
+        """The address announces leave from (None: the kernel's choice; see
+        ``PeerConfig.outgoing_address``)."""
         parts = urlsplit(url)
         self._udp: UdpAnnouncer | None = None
         if parts.scheme == "udp":
@@ -235,7 +238,7 @@ class TrackerClient:
                        ) -> tuple[AnnounceResponse | None, dict[str, Any]]:
         """Announce once: the decoded answer (None if it failed) and the log record."""
         if self._udp is None:
-            return await announce(self.url, request)
+            return await announce(self.url, request, local_address=self.local_address)
         try:
             reply = await self._udp_exchange(self._udp, request)
         except (OSError, UdpTrackerError) as exc:
@@ -251,6 +254,8 @@ class TrackerClient:
         infos = await trio.socket.getaddrinfo(host, port, family=socket.AF_INET,
                                               type=socket.SOCK_DGRAM)
         with trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            if self.local_address is not None:
+                await sock.bind((self.local_address, 0))
             await sock.connect(infos[0][4])
             datagram = udp.begin(request, trio.current_time())
             while True:
@@ -269,8 +274,9 @@ class TrackerClient:
                     break
 
 
-async def http_get(url: str, query: str) -> bytes:
-    """GET ``url?query`` over HTTP/1.1 (h11) and return the body of a 200 response."""
+async def http_get(url: str, query: str, *, local_address: str | None = None) -> bytes:
+    """GET ``url?query`` over HTTP/1.1 (h11) and return the body of a 200 response; from
+    ``local_address`` when given."""
     parts = urlsplit(url)
     if parts.scheme != "http" or not parts.hostname:
         raise ValueError(f"tracker URL must be http://host:port/path, got {url!r}")
@@ -279,7 +285,7 @@ async def http_get(url: str, query: str) -> bytes:
     if parts.query:
         target = f"{parts.path}?{parts.query}&{query}"
     conn = h11.Connection(h11.CLIENT)
-    stream = await trio.open_tcp_stream(parts.hostname, port)
+    stream = await trio.open_tcp_stream(parts.hostname, port, local_address=local_address)
     async with stream:
         request = h11.Request(method="GET", target=target,
                               headers=[("Host", f"{parts.hostname}:{port}"),

@@ -39,8 +39,6 @@ from testbed.run import Commands, RunOptions, RunResult, execute_run
 from testbed.topology import expand, load_topology
 
 OFFSET_ROUNDS = 7
-PEER_COMMAND = ("-m", "testbed.cluster_peer")
-"""``python -m peer`` with its outgoing connections leaving from its listen address."""
 
 
 def run_split_swarm(topology_file: Path, seed: int | None, address: str, options: RunOptions,
@@ -72,7 +70,7 @@ def run_split_swarm(topology_file: Path, seed: int | None, address: str, options
                                    LocalLauncher(), record, say,
                                    end_offset=lambda a: measure_offset(client, a),
                                    fork=options.launcher == "fork")
-        return execute_run(experiment, topology.text, options, Commands(peer=PEER_COMMAND),
+        return execute_run(experiment, topology.text, options, Commands(),
                            launcher=launcher)
     finally:
         for agent in agents.values():  # whatever happened, no agent outlives the run

@@ -126,31 +126,6 @@ def test_the_placement_key_is_checked_like_the_others(tmp_path):
             load_topology(path)
 
 
-def test_a_cluster_peer_binds_its_outgoing_connections_to_its_listen_host(tmp_path):
-    from testbed.cluster_peer import listen_host
-
-    config = tmp_path / "p.json"
-    config.write_text(json.dumps({"listen_host": "127.0.0.2"}))
-    assert listen_host(["--config", str(config)]) == "127.0.0.2"
-    assert listen_host(["--config", str(tmp_path / "missing.json")]) is None
-    assert listen_host([]) is None
-    script = """
-import trio
-from testbed.cluster_peer import bind_outgoing
-bind_outgoing("127.0.0.2")
-async def main():
-    listener = (await trio.open_tcp_listeners(0, host="127.0.0.3"))[0]
-    port = listener.socket.getsockname()[1]
-    stream = await trio.open_tcp_stream("127.0.0.3", port)
-    accepted = await listener.accept()
-    print(accepted.socket.getpeername()[0])
-trio.run(main)
-"""
-    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
-                         text=True, timeout=30, check=True).stdout
-    assert out.strip() == "127.0.0.2"
-
-
 def test_a_split_swarm_refuses_what_it_cannot_ship(tmp_path):
     from testbed.cluster_swarm import check_splittable
     from testbed.topology import load_experiment
