@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.memory memory   [--tree DIR] [--keep DIR]   # 100 peers, 1 GiB
     .venv/bin/python -m bench.memory full     [--tree DIR]               # 2 leechers get 1 GiB
-    .venv/bin/python -m bench.memory crowd    [--peers 300] [--tree DIR]  # 64 KiB/s flash crowd
+    .venv/bin/python -m bench.memory crowd    [--peers 300] [--size 2MiB] [--piece 32KiB]
     .venv/bin/python -m bench.memory thousand [--tree DIR]               # 1,000 peers
     .venv/bin/python -m bench.memory regen    [--leechers 12] [--cache 8]  # regeneration cost
     .venv/bin/python -m bench.memory report RUN_DIR                       # any finished run
@@ -14,8 +14,10 @@
   memory grows by what it downloads, one that regenerates it does not.
 - full: 1 seed and 2 leechers of the same 1 GiB content at 8 MiB/s each, until both complete:
   the peak RSS of leechers that downloaded the whole content.
-- crowd: N peers (1 seed at 256 KiB/s, N - 1 leechers at 64 KiB/s), 2 MiB in 32 KiB pieces,
-  as bench/bench_scale.py's size experiment: completed? CPU flagged saturated?
+- crowd: N peers (1 seed at 256 KiB/s, N - 1 leechers at 64 KiB/s), 2 MiB in 32 KiB pieces
+  (as bench/bench_scale.py's size experiment; --size, --piece), completed? CPU flagged
+  saturated? Small pieces cost CPU per MiB: each one is announced to every neighbour (a have),
+  so 32 KiB pieces send 8x the haves of the protocol's default 256 KiB.
 - thousand: the same with 1,000 peers; also how long after invoking ``testbed run`` the last
   peer had started (its ``start`` line).
 
@@ -234,6 +236,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=120.0, help="memory: run length")
     ap.add_argument("--leechers", type=int, default=12, help="regen: leechers")
     ap.add_argument("--cache", type=int, default=8, help="regen: cache_pieces")
+    ap.add_argument("--size", default="2MiB", help="crowd, thousand: content size")
+    ap.add_argument("--piece", default="32KiB", help="crowd, thousand: piece size")
     args = ap.parse_args(argv)
     if args.experiment == "regen":
         print(json.dumps(regen(args.leechers, args.cache), indent=1))
@@ -253,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
                         upload="8MiB/s", time_limit=900, all_complete=True)
     else:
         peers = 1000 if args.experiment == "thousand" else args.peers
-        text = topology(f"crowd{peers}", leechers=peers - 1, size="2MiB", piece="32KiB",
+        text = topology(f"crowd{peers}", leechers=peers - 1, size=args.size, piece=args.piece,
                         seed_upload="256KiB/s", upload="64KiB/s", time_limit=900,
                         all_complete=True)
     out = work / args.experiment
