@@ -18,7 +18,7 @@ import types
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from testbed.launch import set_parent_death_signal
+from testbed.launch import PIPE_SIZE, set_parent_death_signal
 
 if TYPE_CHECKING:
     from importlib.machinery import ModuleSpec
@@ -165,14 +165,15 @@ BATCH_GAP = 0.005
 
 
 def _read_batch(fd: int) -> bytes:
-    """What the orchestrator is writing now, whole: a flash crowd's requests exceed the pipe's
-    64 KiB, so keep reading while more arrives within ``BATCH_GAP``."""
-    data = os.read(fd, 65536)
+    """What the orchestrator is writing now, whole: keep reading while more arrives within
+    ``BATCH_GAP`` (where the pipe could not be enlarged to ``PIPE_SIZE``, a crowd's requests
+    fill it several times over)."""
+    data = os.read(fd, PIPE_SIZE)
     while data:
         readable, _, _ = select.select([fd], [], [], BATCH_GAP)
         if not readable:
             break
-        more = os.read(fd, 65536)
+        more = os.read(fd, PIPE_SIZE)
         if not more:
             break  # EOF: the caller sees it on its next read
         data += more
