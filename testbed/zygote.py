@@ -80,17 +80,21 @@ def _run_as_main(package: str, args: list[str]) -> None:
 
 
 def _forked_child(request: dict[str, object], zygote_pid: int, inherited: tuple[int, ...],
-                  release: int) -> None:
-    """In a child just forked from the zygote: wait for the zygote to release its batch (one
-    byte on ``release``), then become the requested program; never returns."""
+                  release: tuple[int, int]) -> None:
+    """In a child just forked from the zygote: wait for the zygote to release its batch (the
+    end of file on the ``release`` pipe), then become the requested program; never returns."""
     import runpy
 
     code = 1
     try:
+        release_r, release_w = release
+        os.close(release_w)
         os.setsid()
         set_parent_death_signal(zygote_pid)
-        os.read(release, 1)  # an EOF (the zygote died) releases too; PDEATHSIG then ends us
-        os.close(release)
+        # The end of file wakes every waiting child at once; bytes would wake them one by one,
+        # each woken reader waking the next (Linux pipes wait exclusively), in fork order.
+        os.read(release_r, 1)
+        os.close(release_r)
         signal.set_wakeup_fd(-1)
         # As in a fresh interpreter (which ignores SIGPIPE and raises KeyboardInterrupt).
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -187,7 +191,8 @@ def _fork_batch(requests: list[dict[str, object]], children: set[int],
 
     A flash crowd's children would otherwise start running as they are forked and take the
     CPU from the zygote (one process among hundreds), so the last forks of a 1,000-peer crowd
-    waited tens of seconds: the batch is forked first (a few ms each), then released at once.
+    waited tens of seconds: the batch is forked first (a few ms each), then released at once
+    by closing the pipe they wait on (each child closes its own copy of the write end first).
     """
     release_r, release_w = os.pipe()
     forked = 0
@@ -199,12 +204,11 @@ def _fork_batch(requests: list[dict[str, object]], children: set[int],
                 send({"id": request["id"], "error": f"fork failed: {exc}"})
                 continue
             if pid == 0:
-                _forked_child(request, zygote_pid, (*inherited, release_w), release_r)
+                _forked_child(request, zygote_pid, inherited, (release_r, release_w))
             forked += 1
             children.add(pid)
             send({"id": request["id"], "pid": pid})
     finally:
-        os.write(release_w, b"r" * forked)  # the pipe holds 64 KiB: more than a batch
         os.close(release_w)
         os.close(release_r)
 
