@@ -76,8 +76,9 @@ class RequestPipeline:
                                         from_seed=nbr.remote_count == pieces.num_pieces)
         out = []
         for index, begin, length in requests:
+            # A withdrawn request stays in ``cancelled`` when asked again: its late answer can
+            # still come, before or after the new one's, and only one of them counts.
             nbr.outstanding[(index, begin)] = length
-            nbr.cancelled.discard((index, begin))
             out.append(wire.encode(wire.Request(index=index, begin=begin, length=length)))
         return b"".join(out)
 

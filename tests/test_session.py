@@ -868,3 +868,18 @@ def test_the_session_needs_no_trio_and_no_sockets():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_a_late_answer_to_a_request_asked_again_is_harmless():
+    # Choked with a request out (voided), unchoked, the same block asked again: the answer to
+    # the first request can still arrive after the second is sent, and then the second's.
+    h = make_session()
+    cid = h.unchoked_with_everything(1)
+    first = h.requests(cid)[0]
+    h.deliver(cid, wire.Choke())
+    h.deliver(cid, wire.Unchoke())
+    assert first in h.requests(cid)
+    h.deliver(cid, block(first))
+    h.deliver(cid, block(first))
+    assert cid not in h.closed
+    assert h.session.downloaded == BLOCK_SIZE  # counted once
