@@ -260,8 +260,8 @@ class Node:
                 self._act(self.session.housekeeping(self.now()))
             self._flush_due = None
             for conn in self.connections.values():
-                if conn.control:
-                    conn.wakeup.set()
+                if conn.control and not conn.cancel_scope.cancel_called:
+                    conn.flush_control()  # an idle writer is not woken for its haves
             self.log.flush()
 
     def _flush_soon(self) -> None:
