@@ -46,7 +46,8 @@ async def test_an_idle_peer_ticks_once_per_counters_period(autojump_clock, tmp_p
     housekeeping, flush = node.session.housekeeping, node.log.flush
     monkeypatch.setattr(node.session, "housekeeping",
                         lambda now: (ticks.append(now), housekeeping(now))[1])
-    monkeypatch.setattr(node.log, "flush", lambda: (flushes.append(trio.current_time()), flush())[0])
+    monkeypatch.setattr(node.log, "flush",
+                        lambda: (flushes.append(trio.current_time()), flush())[0])
     async with trio.open_nursery() as nursery:
         await nursery.start(node.run)
         await trio.sleep(20)
