@@ -13,6 +13,7 @@ system-wide monotonic clock (``RunClock``) so the logs of all processes line up.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import os
@@ -38,6 +39,7 @@ from peer.bucket import TokenBucket
 from peer.config import STOP_SIGNALS, PeerConfig, RateLimit
 from peer.connection import KEEPALIVE_SWEEP, Connection, close_reason
 from peer.delayed import Links, releasing
+from peer.dial import connect_tcp
 from peer.eventlog import SCHEMA_VERSION, EventLog, RunClock, peer_id_text
 from peer.metainfo import Metainfo, read_torrent
 from peer.pieces import PieceState
@@ -181,8 +183,8 @@ class Node:
             download={"rate": c.download.rate, "burst": _finite(self.down_bucket.burst)},
             choker={"name": c.choker.name, "params": c.choker.params},
             picker={"name": c.picker.name, "params": c.picker.params},
-            protocol=c.to_json()["protocol"], seed=c.seed, have=self.pieces.have_count,
-            delays=c.to_json()["delays"] if self.links else None,
+            protocol=dataclasses.asdict(c.protocol), seed=c.seed, have=self.pieces.have_count,
+            delays=dataclasses.asdict(c.delays) if self.links else None,
             storage=self.pieces.storage.kind)
         self.log.flush()
 
@@ -372,8 +374,7 @@ class Node:
         host, port = address
         try:
             with trio.fail_after(DIAL_TIMEOUT):
-                stream = await trio.open_tcp_stream(
-                    host, port, local_address=self.config.outgoing_address)
+                stream = await connect_tcp(host, port, local_address=self.config.outgoing_address)
         except (OSError, trio.TooSlowError):
             self.session.dial_failed(address, self.now())
             return

@@ -23,6 +23,7 @@ from peer import bencode
 from peer.addresses import decode_compact_peers, dialable
 from peer.bencode import Bencodable
 from peer.config import ProtocolSettings
+from peer.dial import connect_tcp
 from peer.errors import BencodeError, ConfigError
 from peer.udp_tracker import AnnounceReply, UdpAnnouncer, UdpTrackerError
 
@@ -285,7 +286,7 @@ async def http_get(url: str, query: str, *, local_address: str | None = None) ->
     if parts.query:
         target = f"{parts.path}?{parts.query}&{query}"
     conn = h11.Connection(h11.CLIENT)
-    stream = await trio.open_tcp_stream(parts.hostname, port, local_address=local_address)
+    stream = await connect_tcp(parts.hostname, port, local_address=local_address)
     async with stream:
         request = h11.Request(method="GET", target=target,
                               headers=[("Host", f"{parts.hostname}:{port}"),
