@@ -27,7 +27,13 @@ from typing import Any
 
 import trio
 
-from testbed.launch import Launcher, LaunchError, ProcessHandle, parse_python_argv
+from testbed.launch import (
+    Launcher,
+    LaunchError,
+    ProcessHandle,
+    ReportedProcess,
+    parse_python_argv,
+)
 from testbed.placement import WorkerInfo
 from testbed.rundir import write_json_atomic
 
@@ -40,21 +46,16 @@ LOST_EXIT = -9
 """A lost worker's peers are SIGKILLed by their parent-death signal."""
 
 
-class RemoteProcess:
+class RemoteProcess(ReportedProcess):
     """A peer on a worker: signalled through its agent, its exit reported by it."""
 
     def __init__(self, launcher: ClusterLauncher, worker: str, name: str) -> None:
+        super().__init__()
         self.launcher = launcher
         self.worker = worker
         self.name = name
         self.pid = -1
         self.lost = False
-        self._returncode: int | None = None
-        self._exited = trio.Event()
-
-    @property
-    def returncode(self) -> int | None:
-        return self._returncode
 
     def terminate(self) -> None:
         self._signal("term")
@@ -67,15 +68,8 @@ class RemoteProcess:
             self.launcher.send(self.worker, {"op": "signal", "name": self.name, "how": how})
 
     def set_exit(self, code: int, *, lost: bool = False) -> None:
-        if self._returncode is None:
-            self._returncode = code
+        if self._set_exit(code):
             self.lost = lost
-            self._exited.set()
-
-    async def wait(self) -> int:
-        await self._exited.wait()
-        assert self._returncode is not None
-        return self._returncode
 
 
 @dataclass(slots=True)

@@ -34,7 +34,7 @@ import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol, runtime_checkable
 
 import trio
 
@@ -182,17 +182,47 @@ class LaunchError(RuntimeError):
     """The fork server could not start a process (a bug or a broken install, not bad input)."""
 
 
-class ForkedProcess:
-    """A child of the zygote: signalled by pid, its exit reported by the zygote."""
+class ReportedProcess:
+    """A process whose exit another process reports (the zygote; a cluster worker's agent):
+    the first report is its exit status."""
 
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
+    def __init__(self) -> None:
         self._returncode: int | None = None
         self._exited = trio.Event()
 
     @property
     def returncode(self) -> int | None:
         return self._returncode
+
+    def _set_exit(self, code: int) -> bool:
+        """Record the exit status; False if one was already recorded (this report is late)."""
+        if self._returncode is not None:
+            return False
+        self._returncode = code
+        self._exited.set()
+        return True
+
+    async def wait(self) -> int:
+        await self._exited.wait()
+        assert self._returncode is not None
+        return self._returncode
+
+
+def exit_forked_child(code: int) -> NoReturn:
+    """End a forked child (a zygote's, a ``--jobs`` run's) at once, its output flushed: no
+    interpreter shutdown, no atexit or cleanup inherited from the parent."""
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(code)
+
+
+class ForkedProcess(ReportedProcess):
+    """A child of the zygote: signalled by pid, its exit reported by the zygote."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__()
+        self.pid = pid
 
     def _signal(self, signum: int) -> None:
         # The zygote reaps the child and then tells us: until then the pid is still the child's
@@ -206,15 +236,6 @@ class ForkedProcess:
 
     def kill(self) -> None:
         self._signal(signal.SIGKILL)
-
-    def _set_exit(self, code: int) -> None:
-        self._returncode = code
-        self._exited.set()
-
-    async def wait(self) -> int:
-        await self._exited.wait()
-        assert self._returncode is not None
-        return self._returncode
 
 
 def parse_python_argv(argv: Sequence[str]) -> tuple[str, str, list[str]] | None:

@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from peer.errors import TestbedError
+from testbed.launch import exit_forked_child
 
 if TYPE_CHECKING:
     from testbed.experiment import Experiment
@@ -495,10 +496,7 @@ def _child_main(task: Task, write_fd: int, parent: int) -> None:
             pipe.write(payload)
         code = 0
     finally:
-        with contextlib.suppress(Exception):
-            sys.stdout.flush()
-            sys.stderr.flush()
-        os._exit(code)
+        exit_forked_child(code)
 
 
 def _run_task(task: Task) -> tuple[Any, ...]:

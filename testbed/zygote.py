@@ -18,7 +18,7 @@ import types
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from testbed.launch import PIPE_SIZE, set_parent_death_signal
+from testbed.launch import PIPE_SIZE, exit_forked_child, set_parent_death_signal
 
 if TYPE_CHECKING:
     from importlib.machinery import ModuleSpec
@@ -137,10 +137,7 @@ def _forked_child(request: dict[str, object], zygote_pid: int, inherited: tuple[
         traceback.print_exc()
         code = 1
     finally:
-        with contextlib.suppress(Exception):
-            sys.stdout.flush()
-            sys.stderr.flush()
-        os._exit(code)
+        exit_forked_child(code)
 
 
 def _kill_all(children: set[int]) -> None:
