@@ -49,6 +49,14 @@ Act = Callable[[Sequence[Action]], None]
 Clock = Callable[[], float]
 
 
+def _write_now(fd: int, data: bytes | memoryview) -> int:
+    """Write what the socket takes without waiting: the bytes written (0 when it is full)."""
+    try:
+        return os.write(fd, data)
+    except BlockingIOError:
+        return 0
+
+
 def upload_batch(rate: float | None) -> int:
     """How many queued blocks the writer takes from a bucket of ``rate`` bytes/s at once."""
     if rate is None:
@@ -94,8 +102,8 @@ class Connection:
             return
         data = b"".join(self.control)
         try:
-            sent = os.write(fd, data)
-        except OSError:  # full, or broken: the writer waits, or meets the error and closes
+            sent = _write_now(fd, data)
+        except OSError:  # broken: the writer meets the error and closes
             self.wakeup.set()
             return
         self.control.clear()
@@ -182,19 +190,13 @@ class Connection:
         if fd is None:
             await self.stream.send_all(data)
             return True
-        try:
-            sent = os.write(fd, data)
-        except BlockingIOError:
-            sent = 0
+        sent = _write_now(fd, data)
         if sent == len(data):
             return False
         rest = memoryview(data)[sent:]
         while rest:
             await trio.lowlevel.wait_writable(fd)
-            try:
-                rest = rest[os.write(fd, rest):]
-            except BlockingIOError:
-                continue
+            rest = rest[_write_now(fd, rest):]
         return True
 
     def _next_uploads(self, session: Session, bucket: TokenBucket) -> list[tuple[int, int, int]]:

@@ -260,10 +260,11 @@ class Node:
             if trio.current_time() >= next_tick:
                 next_tick = trio.current_time() + period
                 self._act(self.session.housekeeping(self.now()))
-            self._flush_due = None
-            for conn in self.connections.values():
-                if conn.control and not conn.cancel_scope.cancel_called:
-                    conn.flush_control()  # an idle writer is not woken for its haves
+            if self._flush_due is not None:  # lazy messages wait only once one was queued
+                self._flush_due = None
+                for conn in self.connections.values():
+                    if conn.control and not conn.cancel_scope.cancel_called:
+                        conn.flush_control()  # an idle writer is not woken for its haves
             self.log.flush()
 
     def _flush_soon(self) -> None:
