@@ -34,7 +34,7 @@ from testbed.cluster_worker import identity
 from testbed.experiment import Experiment
 from testbed.external import ExternalPeerPlan
 from testbed.launch import LocalLauncher
-from testbed.placement import WorkerInfo, place, placement_record
+from testbed.placement import WorkerInfo, host_port, place, placement_record
 from testbed.run import Commands, RunOptions, RunResult, execute_run
 from testbed.topology import expand, load_topology
 
@@ -127,16 +127,10 @@ def measure_offset(client: Any, address: str, rounds: int = OFFSET_ROUNDS) -> di
 def local_address_towards(address: str) -> str:
     """This machine's address on the route to the scheduler (where the workers' peers can reach
     the tracker); no packet is sent."""
-    host, port = _host_port(address)
+    host, port = host_port(address)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.connect((host, port))
         return str(s.getsockname()[0])
-
-
-def _host_port(address: str) -> tuple[str, int]:
-    rest = address.split("://", 1)[-1]
-    host, _, port = rest.rpartition(":")
-    return host.strip("[]"), int(port) if port.isdigit() else 8786
 
 
 def _queue(client: Any, name: str) -> Any:

@@ -36,12 +36,25 @@ class WorkerInfo:
     """Where its peers listen (the host of its address, or the worker's TESTBED_PEER_HOST)."""
 
     def answers_to(self, label: str) -> bool:
-        return label in (self.name, self.address, self.host, _host_of(self.address))
+        return label in (self.name, self.address, self.host, host_port(self.address)[0])
 
 
-def _host_of(address: str) -> str:
+SCHEDULER_PORT = 8786
+"""Dask's default scheduler port: an address without a port means it."""
+
+
+def host_port(address: str) -> tuple[str, int]:
+    """(host, port) of a Dask address: ``tcp://HOST:PORT``, ``HOST:PORT``, ``tcp://[v6]:PORT``,
+    or a host alone (``SCHEDULER_PORT``)."""
     rest = address.split("://", 1)[-1]
-    return rest.rsplit(":", 1)[0].strip("[]")
+    if rest.startswith("["):
+        host, _, tail = rest[1:].partition("]")
+        port = tail[1:] if tail.startswith(":") else ""
+    else:
+        host, sep, port = rest.rpartition(":")
+        if not sep:
+            host, port = rest, ""
+    return host, int(port) if port.isdigit() else SCHEDULER_PORT
 
 
 def place(workers: Sequence[WorkerInfo], peers: Sequence[tuple[str, str]],

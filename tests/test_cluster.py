@@ -112,6 +112,16 @@ def test_placement_is_a_pure_even_function_of_workers_groups_and_seed():
         place([], peers, {}, 0)
 
 
+@pytest.mark.parametrize(("address", "expected"), [
+    ("tcp://10.0.0.5:8786", ("10.0.0.5", 8786)), ("10.0.0.5:9000", ("10.0.0.5", 9000)),
+    ("tcp://10.0.0.5", ("10.0.0.5", 8786)), ("tcp://[::1]:9000", ("::1", 9000)),
+    ("tcp://[::1]", ("::1", 8786)), ("scheduler.lan", ("scheduler.lan", 8786))])
+def test_a_dask_address_gives_its_host_and_port(address, expected):
+    from testbed.placement import host_port
+
+    assert host_port(address) == expected
+
+
 def test_the_placement_key_is_checked_like_the_others(tmp_path):
     from testbed.topology import TopologyError, load_topology
 
