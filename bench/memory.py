@@ -146,14 +146,20 @@ def _slope(x: list[float], y: list[float]) -> float | None:
     return round(sum((a - mx) * (b - my) for a, b in zip(x, y, strict=True)) / sxx, 3)
 
 
-def regen(leechers: int, cache: int) -> dict:
+def regen(leechers: int, cache: int | None) -> dict:
     """Run the in-process synthetic swarm; the regeneration figures (see the module doc)."""
     import random
     from functools import partial
 
     import trio
 
-    from peer.config import PeerConfig, ProtocolSettings, RateLimit, StorageSpec
+    from peer.config import (
+        PeerConfig,
+        ProtocolSettings,
+        RateLimit,
+        StorageSpec,
+        default_cache_pieces,
+    )
     from peer.content import synthetic_piece
     from peer.eventlog import EventLog, RunClock
     from peer.metainfo import make_synthetic_torrent
@@ -208,7 +214,8 @@ def regen(leechers: int, cache: int) -> dict:
     for i in range(64):
         synthetic_piece(1, i, piece, 64 * piece)
     shake = (time.process_time() - t0) / 64
-    result: dict = {"cache_pieces": cache, "shake_ms_per_piece": round(shake * 1e3, 3),
+    cached = default_cache_pieces(piece) if cache is None else cache
+    result: dict = {"cache_pieces": cached, "shake_ms_per_piece": round(shake * 1e3, 3),
                     "cpu_s_per_mib_delivered": round(cpu / (leechers * size / MIB), 4)}
     for role, group in (("seed", nodes[:1]), ("leecher", nodes[1:])):
         sent = sum(n.session.uploaded for n in group) / piece
@@ -235,7 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--peers", type=int, default=300, help="crowd: peers in all")
     ap.add_argument("--seconds", type=float, default=120.0, help="memory: run length")
     ap.add_argument("--leechers", type=int, default=12, help="regen: leechers")
-    ap.add_argument("--cache", type=int, default=8, help="regen: cache_pieces")
+    ap.add_argument("--cache", type=int, default=None,
+                    help="regen: cache_pieces (default: 4 MiB worth, peer.config.CACHE_BYTES)")
     ap.add_argument("--size", default="2MiB", help="crowd, thousand: content size")
     ap.add_argument("--piece", default="32KiB", help="crowd, thousand: piece size")
     args = ap.parse_args(argv)

@@ -238,6 +238,17 @@ def _check_delay(value: Any, where: str) -> None:
 
 STORAGE_KINDS = ("file", "synthetic")
 MAX_CONTENT_SEED = 2**64 - 1
+CACHE_BYTES = 4 * 1024 * 1024
+"""Synthetic storage keeps this much of recently sent or verified pieces by default: in the
+flash crowd (256 KiB pieces) the pieces a peer serves at once number 13-16, and a cache of 8 or
+12 missed for most of them (docs/capacity.md)."""
+MIN_CACHE_PIECES = 8
+
+
+def default_cache_pieces(piece_length: int) -> int:
+    """How many pieces synthetic storage caches unless the config says: ``CACHE_BYTES`` worth,
+    and at least ``MIN_CACHE_PIECES``."""
+    return max(MIN_CACHE_PIECES, CACHE_BYTES // piece_length)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -248,12 +259,12 @@ class StorageSpec:
     memory (its RSS grows with the download). ``synthetic``: the content is the testbed's
     synthetic content of ``content_seed`` (peer/content.py); a leecher keeps which pieces it
     has, buffering a piece's blocks only until the piece verifies, and every peer regenerates a
-    piece's bytes when it sends them, keeping the last ``cache_pieces`` pieces. A synthetic seed
-    needs no content file."""
+    piece's bytes when it sends them, keeping the last ``cache_pieces`` pieces (None:
+    ``default_cache_pieces`` of the piece length). A synthetic seed needs no content file."""
 
     kind: str = "file"
     content_seed: int | None = None
-    cache_pieces: int = 8
+    cache_pieces: int | None = None
 
     def validate(self, where: str = "storage") -> None:
         if self.kind not in STORAGE_KINDS:
@@ -265,8 +276,9 @@ class StorageSpec:
                 or not 0 <= seed <= MAX_CONTENT_SEED):
             raise ConfigError(f"synthetic storage needs the content's seed, a whole number in "
                               f"0..2**64-1, got {seed!r}", f"{where}.content_seed")
-        if not isinstance(self.cache_pieces, int) or isinstance(self.cache_pieces, bool) \
-                or self.cache_pieces < 1:
+        if self.cache_pieces is not None and (
+                not isinstance(self.cache_pieces, int) or isinstance(self.cache_pieces, bool)
+                or self.cache_pieces < 1):
             raise ConfigError(f"must be a whole number >= 1, got {self.cache_pieces!r}",
                               f"{where}.cache_pieces")
 

@@ -24,7 +24,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Protocol
 
-from peer.config import PeerConfig
+from peer.config import PeerConfig, default_cache_pieces
 from peer.content import num_pieces, piece_size, synthetic_piece
 from peer.errors import TestbedError
 from peer.metainfo import Metainfo
@@ -88,11 +88,12 @@ class SyntheticStorage:
     kind = "synthetic"
 
     def __init__(self, *, content_seed: int, piece_length: int, length: int,
-                 cache_pieces: int = 8) -> None:
+                 cache_pieces: int | None = None) -> None:
         self.content_seed = content_seed
         self.piece_length = piece_length
         self.length = length
-        self.cache_pieces = max(1, cache_pieces)
+        self.cache_pieces = (default_cache_pieces(piece_length) if cache_pieces is None
+                             else max(1, cache_pieces))
         self.pending: dict[int, bytearray] = {}
         """Pieces being downloaded: the blocks received so far (a failed copy's bytes stay
         until they are overwritten, for the smart ban's comparison)."""
