@@ -133,13 +133,13 @@ class Neighbour:
 
     def view(self, now: float, snub_time: float, num_pieces: int) -> NeighbourView:
         """This neighbour as a choker sees it at a rechoke."""
+        # Positional, in NeighbourView's field order: every rechoke builds one view per
+        # neighbour, and keywords cost twice the time.
         return NeighbourView(
-            peer=self.peer, interested=self.peer_interested, am_interested=self.am_interested,
-            choking_us=self.peer_choking, am_choking=self.am_choking,
-            down_rate=self.down_meter.rate(now), up_rate=self.up_meter.rate(now),
-            down_total=self.down, up_total=self.up, snubbed=self.snubbed(now, snub_time),
-            is_seed=self.remote_count == num_pieces, connected_at=self.connected_at,
-            last_unchoked=self.last_unchoked, current=self.decision)
+            self.peer, self.peer_interested, self.am_interested, self.peer_choking,
+            self.am_choking, self.down_meter.rate(now), self.up_meter.rate(now), self.down,
+            self.up, self.snubbed(now, snub_time), self.remote_count == num_pieces,
+            self.connected_at, self.last_unchoked, self.decision)
 
 
 def idle_longest_first(neighbours: Iterable[Neighbour], now: float,

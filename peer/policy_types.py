@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol, runtime_checkable
+from typing import Literal, NamedTuple, Protocol, runtime_checkable
 
 from peer.config import ProtocolSettings
 
@@ -18,30 +18,32 @@ DecisionKind = Literal["regular", "optimistic", "choke"]
 RechokeTrigger = Literal["timer", "interest", "disconnect"]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class NeighbourView:
-    """One neighbour as the choker sees it at a rechoke."""
+class NeighbourView(NamedTuple):
+    """One neighbour as the choker sees it at a rechoke: an immutable snapshot.
+
+    ``peer``: the neighbour's peer id as text (peer.eventlog.peer_id_text). ``interested``: it
+    is interested in us (only interested neighbours can use an unchoke). ``down_rate``: bytes/s
+    it sent us over the rate window (tit-for-tat ranks by this); ``up_rate``: bytes/s we sent it
+    (a seed ranks by this). ``last_unchoked``: when we last unchoked it (None: never; round-robin
+    seeding uses it). ``current``: the decision in force for it before this rechoke.
+
+    A named tuple rather than a frozen dataclass: every rechoke builds one per neighbour, and a
+    frozen dataclass took three times as long to build (docs/capacity.md)."""
 
     peer: str
-    """The neighbour's peer id as text (peer.eventlog.peer_id_text)."""
     interested: bool
-    """It is interested in us: only interested neighbours can use an unchoke."""
     am_interested: bool
     choking_us: bool
     am_choking: bool
     down_rate: float
-    """Bytes/s it sent us over the rate window: tit-for-tat ranks by this."""
     up_rate: float
-    """Bytes/s we sent it over the rate window: a seed ranks by this."""
     down_total: int
     up_total: int
     snubbed: bool
     is_seed: bool
     connected_at: float
     last_unchoked: float | None = None
-    """When we last unchoked it (None: never); round-robin seeding uses it."""
     current: DecisionKind = "choke"
-    """The decision in force for it before this rechoke."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -59,17 +61,19 @@ class ChokeView:
     """Our upload cap in bytes/s (None: unlimited); strategic policies size slots with it."""
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(NamedTuple):
+    """What a choker decides for one neighbour: ``kind`` and a ``reason`` for the log.
+
+    ``rate``: an upload cap in bytes/s towards this neighbour alone, under the peer's own cap
+    (None: only the shared cap applies); strategic policies (BitTyrant's u_p, PropShare's
+    shares) allocate upload capacity with it. ``rotated``: this optimistic unchoke is a new
+    choice (a rotation), not one kept from the last round; the rechoke log's
+    ``optimistic_rotated`` is set when any decision says so."""
+
     kind: DecisionKind
     reason: str
     rate: float | None = None
-    """An upload cap in bytes/s towards this neighbour alone, under the peer's own cap (None:
-    only the shared cap applies). Strategic policies (BitTyrant's u_p, PropShare's shares)
-    allocate upload capacity with it."""
     rotated: bool = False
-    """This optimistic unchoke is a new choice (a rotation), not one kept from the last round:
-    the rechoke log's ``optimistic_rotated`` is set when any decision says so."""
 
 
 @runtime_checkable

@@ -123,7 +123,7 @@ def test_a_mid_round_trigger_keeps_decisions_and_their_rates():
     tyrant = BitTyrant()
     neighbours = [nbr(f"p{i}") for i in range(6)]
     first = tyrant.rechoke(view(neighbours))
-    current = [dataclasses.replace(n, current=first[n.peer].kind) for n in neighbours]
+    current = [n._replace(current=first[n.peer].kind) for n in neighbours]
     again = tyrant.rechoke(view(current, now=3.0, trigger="interest"))
     assert {p: (d.kind, d.rate) for p, d in again.items()} == \
         {p: (d.kind, d.rate) for p, d in first.items()}

@@ -5,7 +5,12 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from peer.policy_types import ChokeView, Decision, NeighbourView
+from peer.policy_types import ChokeView, Decision, DecisionKind, NeighbourView
+
+_UNCHANGED: dict[DecisionKind, Decision] = {
+    "regular": Decision("regular", "unchanged"), "optimistic": Decision("optimistic", "unchanged"),
+    "choke": Decision("choke", "unchanged")}
+"""A mid-round trigger keeps most decisions: one shared object per kind."""
 
 
 @dataclass(slots=True)
@@ -104,7 +109,7 @@ class TitForTat:
             decisions[peer] = Decision("optimistic", why, rotated=is_new)
 
     def _fill_free_slots(self, view: ChokeView, regular_slots: int) -> dict[str, Decision]:
-        decisions = {n.peer: Decision(n.current, "unchanged") for n in view.neighbours}
+        decisions = {n.peer: _UNCHANGED[n.current] for n in view.neighbours}
         in_use = sum(1 for n in view.neighbours if n.current == "regular" and n.interested)
         waiting = [n for n in view.neighbours
                    if n.current == "choke" and n.interested and not n.snubbed]
