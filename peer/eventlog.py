@@ -79,6 +79,10 @@ class LineFile:
             os.close(fd)
 
 
+_encode = json.JSONEncoder(separators=(",", ":")).encode
+"""``json.dumps(record, separators=...)`` without building an encoder for every line."""
+
+
 class RunClock:
     """Seconds since the run's start on CLOCK_MONOTONIC (shared by every process on the host)."""
 
@@ -124,7 +128,7 @@ class EventLog:
             return
         if not self._pending and self.on_pending is not None:
             self.on_pending()
-        self._pending.append(json.dumps(record, separators=(",", ":")))
+        self._pending.append(_encode(record))
 
     def flush(self) -> None:
         """Write the pending lines; raises ``LogWriteError`` if they (or an earlier flush)
