@@ -14,20 +14,26 @@ class Counters:
         self.downloaded = 0
         self.refused: dict[str, int] = {}
         """Connections refused by reason (``neighbour cap``, ``banned``)."""
-        self._logged: dict[str, tuple[int, ...]] = {}
+        self._moved: set[str] = set()
+        """Neighbours whose counts moved since the last line: a peer with hundreds of past
+        neighbours would otherwise compare them all every second."""
         self._dirty = True
 
     def add_peer(self, peer: str) -> None:
-        self.per_peer.setdefault(peer, [0, 0])
+        if peer not in self.per_peer:
+            self.per_peer[peer] = [0, 0]
+            self._moved.add(peer)  # a new neighbour's first line says [0, 0]
 
     def sent(self, peer: str, size: int) -> None:
         self.uploaded += size
         self.per_peer[peer][0] += size
+        self._moved.add(peer)
         self._dirty = True
 
     def received(self, peer: str, size: int) -> None:
         self.downloaded += size
         self.per_peer[peer][1] += size
+        self._moved.add(peer)
         self._dirty = True
 
     def refuse(self, reason: str) -> None:
@@ -42,10 +48,9 @@ class Counters:
         self._dirty = False
         # Only neighbours whose counts moved since the last line: a peer with dozens of idle
         # neighbours would otherwise repeat them every second and bloat the log tenfold.
-        changed = {peer: list(pair) for peer, pair in self.per_peer.items()
-                   if self._logged.get(peer) != tuple(pair)}
-        for peer, pair in changed.items():
-            self._logged[peer] = tuple(pair)
+        moved = self._moved
+        changed = {peer: list(pair) for peer, pair in self.per_peer.items() if peer in moved}
+        moved.clear()
         fields: dict[str, Any] = {"up": self.uploaded, "down": self.downloaded}
         if self.refused:
             fields["refused"] = dict(self.refused)
