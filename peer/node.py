@@ -51,8 +51,9 @@ from peer.tracker_client import Address, AnnounceRequest, AnnounceSchedule, Trac
 HANDSHAKE_TIMEOUT = 10.0
 DIAL_TIMEOUT = 5.0
 FLUSH_DELAY = 0.5
-"""Log lines and lazily queued messages (haves) wait at most this long: the log's lines for
-the write that bounds what a SIGKILL loses, the messages for a send to ride along with."""
+"""Log lines and lazily queued messages (haves) wait at most this long (until the next multiple
+of it on the run's clock): the log's lines for the write that bounds what a SIGKILL loses, the
+messages for a send to ride along with."""
 RETRY_FIRST_DELAY = 1.0
 """Seconds before retrying a failed announce; doubled each failure, up to the interval."""
 STOPPED_ANNOUNCE_TIME = 0.5
@@ -252,17 +253,22 @@ class Node:
 
     async def _ticker(self) -> None:
         """The periodic work, in one task: the session's tick every ``counters_period``, and
-        the flush of log lines and lazy messages ``FLUSH_DELAY`` after the first is queued.
-        With nothing to flush a peer wakes once per ``counters_period``, not every 0.5 s."""
+        the flush of log lines and lazy messages within ``FLUSH_DELAY`` of the first queued.
+        With nothing to flush a peer wakes once per ``counters_period``, not every 0.5 s.
+
+        Both fall on a grid of the run's clock, which every peer of the run shares: the peers
+        flush at the same instants, so the haves a peer gets from many neighbours arrive
+        together and are read in one wake-up of the process, not one each (a wake-up, not the
+        message, is what costs: docs/capacity.md)."""
         period = self.config.counters_period
-        next_tick = trio.current_time() + period
+        next_tick = self._next_on_grid(period)
         while True:
             deadline = next_tick if self._flush_due is None else min(next_tick, self._flush_due)
             with trio.CancelScope(deadline=deadline) as self._tick_scope:
                 await trio.sleep_forever()
             self._tick_scope = None
             if trio.current_time() >= next_tick:
-                next_tick = trio.current_time() + period
+                next_tick = self._next_on_grid(period)
                 self._act(self.session.housekeeping(self.now()))
             if self._flush_due is not None:  # lazy messages wait only once one was queued
                 self._flush_due = None
@@ -271,11 +277,17 @@ class Node:
                         conn.flush_control()  # an idle writer is not woken for its haves
             self.log.flush()
 
+    def _next_on_grid(self, step: float) -> float:
+        """trio's time of the next whole multiple of ``step`` seconds of run time."""
+        run_now = self._trio_time() - self._time_offset
+        return (math.floor(run_now / step) + 1) * step + self._time_offset
+
     def _flush_soon(self) -> None:
-        """Something waits to be flushed: the ticker wakes within ``FLUSH_DELAY``."""
+        """Something waits to be flushed: the ticker wakes within ``FLUSH_DELAY``, at the next
+        multiple of it on the run's clock."""
         if self._flush_due is None:
             try:
-                due = trio.current_time() + FLUSH_DELAY
+                due = self._next_on_grid(FLUSH_DELAY)
             except RuntimeError:  # not running yet: the ticker's first pass flushes
                 due = -math.inf
             self._flush_due = due
