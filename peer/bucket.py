@@ -8,6 +8,15 @@ waits). The bucket may go into debt: a block is granted whole, and the taker tha
 debt waits until it is repaid. While saturated the bucket never refills to its burst, so the
 long-run rate is the configured rate exactly; ``burst`` only bounds how far an idle bucket can
 run ahead.
+
+A node puts its buckets on a grid of the run's clock (``set_grid``): a taker that must wait
+sleeps until the first grid instant after its reservation is repaid. Every peer of a run shares
+the grid, so the senders whose turn comes within the same ``WAKE_GRID`` wake together, their
+blocks reach the receivers together, and the receivers' requests reach the senders together:
+each process then handles several events per wake-up, and the wake-up, not the event, is what
+costs a Python process (docs/capacity.md). The rate is unchanged (oversleeping credits the
+elapsed time, and the step is kept under half the burst), and a send is late by less than one
+step (``WAKE_GRID``, 20 ms: 0.4 % of a 5 s rate window).
 """
 
 from __future__ import annotations
@@ -16,11 +25,14 @@ import math
 
 import trio
 
+WAKE_GRID = 0.02
+"""Seconds between the instants a waiting taker may wake at (see the module docstring)."""
+
 
 class TokenBucket:
     """``rate`` bytes/s (None = unlimited) with ``burst`` bytes of depth."""
 
-    __slots__ = ("_stamp", "_tokens", "burst", "rate", "taken")
+    __slots__ = ("_grid_origin", "_grid_step", "_stamp", "_tokens", "burst", "rate", "taken")
 
     def __init__(self, rate: float | None, burst: float) -> None:
         if rate is not None and rate <= 0:
@@ -33,6 +45,16 @@ class TokenBucket:
         self._stamp: float | None = None
         self.taken = 0
         """Bytes granted so far: what the rate-fidelity benchmark compares with the cap."""
+        self._grid_step = 0.0
+        self._grid_origin = 0.0
+
+    def set_grid(self, origin: float, step: float = WAKE_GRID) -> None:
+        """Wake waiting takers only at ``origin + k * step`` (trio's clock); ``step`` is capped
+        at half the burst's worth of time, so oversleeping never runs into the burst cap."""
+        if self.rate is not None and math.isfinite(self.burst):
+            step = min(step, 0.5 * self.burst / self.rate)
+        self._grid_step = step
+        self._grid_origin = origin
 
     @property
     def unlimited(self) -> bool:
@@ -59,8 +81,13 @@ class TokenBucket:
             return False
         # Sleep until the debt, every earlier reservation included, is repaid. Oversleeping
         # loses nothing: _refill credits the real elapsed time, capped only at the burst.
+        deadline = now + (-self._tokens) / self.rate
+        step = self._grid_step
+        if step:
+            origin = self._grid_origin
+            deadline = origin + math.ceil((deadline - origin) / step) * step
         try:
-            await trio.sleep_until(now + (-self._tokens) / self.rate)
+            await trio.sleep_until(deadline)
         except trio.Cancelled:
             self.give_back(amount)
             raise

@@ -120,6 +120,8 @@ class Node:
         """Run until a signal, leaving after completion, or cancellation; returns the reason."""
         self._trio_time = trio.lowlevel.current_clock().current_time
         self._time_offset = self._trio_time() - self.clock.now()
+        for bucket in (self.up_bucket, self.down_bucket):
+            bucket.set_grid(self._time_offset)  # run time 0 on trio's clock
         reason = "cancelled"
         # The receiver opens first and queues what arrives while we start; ``python -m peer``
         # holds the stop signals blocked until here.
@@ -238,6 +240,7 @@ class Node:
             conn.limit = None
         elif conn.limit is None:
             conn.limit = TokenBucket(rate, RateLimit(rate=rate).effective_burst)
+            conn.limit.set_grid(self._time_offset)
         else:
             conn.limit.rate = rate  # keeps its balance: no burst on a change
 

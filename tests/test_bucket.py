@@ -140,3 +140,30 @@ async def test_long_run_rate_is_exact_with_batches_of_any_size(autojump_clock):
         nursery.cancel_scope.cancel()
     # 60 s at the rate plus the burst, give or take the batches granted but not yet counted.
     assert abs(sum(sent) - (60 * rate + 2 * 16384)) <= 8 * 16384
+
+
+async def test_on_a_grid_takers_wake_only_at_grid_instants_and_the_rate_stays_exact(
+        autojump_clock):
+    # 16 KiB blocks at 48 KiB/s: each repaid 1/3 s after the last, between grid instants.
+    bucket = TokenBucket(rate=3 * 16384, burst=2 * 16384)
+    origin = trio.current_time() + 0.013  # run time 0 need not be trio's 0
+    bucket.set_grid(origin, step=0.02)
+    woke = []
+    for _ in range(2 + 300):  # the burst's two blocks pass at once
+        if await bucket.take(16384):
+            woke.append(trio.current_time())
+    steps = [(t - origin) / 0.02 for t in woke]
+    assert all(abs(k - round(k)) < 1e-6 for k in steps)
+    # Late by less than one step each time, and never cumulatively: 300 blocks in 100 s.
+    assert woke[-1] - woke[0] == pytest.approx(299 / 3, abs=0.02)
+    assert bucket.taken == 302 * 16384
+
+
+async def test_the_grid_step_stays_under_half_the_burst(autojump_clock):
+    bucket = TokenBucket(rate=1_000_000, burst=16384)  # a 16 ms burst
+    bucket.set_grid(trio.current_time(), step=0.02)
+    start = trio.current_time()
+    for _ in range(1 + 100):
+        await bucket.take(16384)
+    # Oversleeping past the burst would lose tokens and the rate with them.
+    assert trio.current_time() - start == pytest.approx(100 * 16384 / 1_000_000, abs=0.01)
