@@ -52,13 +52,15 @@ MIB = 1 << 20
 
 
 def topology(name: str, *, leechers: int, size: str, piece: str, seed_upload: str,
-             upload: str, time_limit: float, all_complete: bool) -> str:
+             upload: str, time_limit: float, all_complete: bool,
+             dial_rate: float | None = None) -> str:
+    pacing = "" if dial_rate is None else f", dial_rate: {dial_rate:g}"
     return f"""\
 name: {name}
 seed: 1
 max_peers: {leechers + 1}
 content: {{size: {size}, piece_size: {piece}}}
-protocol: {{unchoke_when_free: true}}
+protocol: {{unchoke_when_free: true{pacing}}}
 groups:
   - {{name: seed, role: seed, upload: {seed_upload}}}
   - {{name: leecher, count: {leechers}, upload: {upload}}}
@@ -246,6 +248,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="regen: cache_pieces (default: 4 MiB worth, peer.config.CACHE_BYTES)")
     ap.add_argument("--size", default="2MiB", help="crowd, thousand: content size")
     ap.add_argument("--piece", default="32KiB", help="crowd, thousand: piece size")
+    ap.add_argument("--dial-rate", type=float, default=None,
+                    help="crowd, thousand: the protocol's dial_rate (dials a second per peer)")
     args = ap.parse_args(argv)
     if args.experiment == "regen":
         print(json.dumps(regen(args.leechers, args.cache), indent=1))
@@ -267,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
         peers = 1000 if args.experiment == "thousand" else args.peers
         text = topology(f"crowd{peers}", leechers=peers - 1, size=args.size, piece=args.piece,
                         seed_upload="256KiB/s", upload="64KiB/s", time_limit=900,
-                        all_complete=True)
+                        all_complete=True, dial_rate=args.dial_rate)
     out = work / args.experiment
     invoked = run(args.tree.resolve(), text, out)
     print(json.dumps(report(out, invoked), indent=1))

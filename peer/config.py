@@ -89,6 +89,11 @@ class ProtocolSettings:
     before its handshake: a peer full at its neighbour cap); doubled at each failure in a row, up
     to ``MAX_REDIAL_WAIT``. Like libtorrent's ``min_reconnect_time`` x fail count: without it, a
     swarm larger than the cap redials its full neighbours at every announce."""
+    dial_rate: float | None = None
+    """Dials started per second at most, from the latest tracker list (None: every address it
+    gave, up to ``max_initiate``, at once). libtorrent paces its connection attempts the same
+    way (``connection_speed``, 30 a second by default): the connections others open to a peer
+    then count before it dials more, so fewer dials end refused at a full peer's cap."""
 
     @property
     def first_announce_interval(self) -> float:
@@ -129,6 +134,9 @@ class ProtocolSettings:
             raise ConfigError(
                 f"must be seconds > 0 or null, got {self.short_announce_interval!r}",
                 f"{where}.short_announce_interval")
+        if self.dial_rate is not None and (not _is_number(self.dial_rate) or self.dial_rate <= 0):
+            raise ConfigError(f"must be dials per second > 0 or null, got {self.dial_rate!r}",
+                              f"{where}.dial_rate")
         wanted = self.wanted_neighbours
         if not isinstance(wanted, int) or isinstance(wanted, bool) or wanted < 0:
             raise ConfigError(f"must be a whole number >= 0, got {wanted!r}",

@@ -96,6 +96,9 @@ class Node:
         self._flush_due: float | None = None
         """When the pending log lines and lazy messages must go out (trio time); None: none."""
         self.log.on_pending = self._flush_soon
+        self._dial_queue: list[Address] = []
+        """With ``dial_rate``: the latest tracker list's addresses not dialled yet."""
+        self._dial_wakeup = trio.Event()
         self._announce_now = trio.Event()
         self._announcer_wakeup = trio.Event()
         """Set when the next announce may be due sooner: the download completed, or neighbours
@@ -136,7 +139,7 @@ class Node:
                     self._log_start()
                     nursery.start_soon(trio.serve_listeners, self._accept, listeners)
                     for task in (self._ticker, self._rechoke_timer, self._announcer,
-                                 self._keep_alives):
+                                 self._keep_alives, self._dial_pacer):
                         nursery.start_soon(task)
                     task_status.started(self.listen_port)
                     reason = await self._wait_for_exit(signals)
@@ -386,9 +389,35 @@ class Node:
 
     def _dial(self, peers: list[Address]) -> None:
         assert self._nursery is not None
+        if self.config.protocol.dial_rate is not None:
+            self._dial_queue = list(peers)  # the pacer takes them from the latest list
+            self._dial_wakeup.set()
+            return
         own = (self.config.listen_host, self.listen_port)
         for address in self.session.peers_to_dial(peers, own, self.now()):
             self._nursery.start_soon(self._dial_one, address)
+
+    async def _dial_pacer(self) -> None:
+        """With ``dial_rate``: one dial every 1 / ``dial_rate`` s while the latest tracker list
+        has an address to dial and there is room; the rest of a list is dropped when there is
+        none, as unpaced dialling drops what exceeds the room."""
+        rate = self.config.protocol.dial_rate
+        if rate is None:
+            return
+        own = (self.config.listen_host, self.listen_port)
+        while True:
+            if not self._dial_queue:
+                self._dial_wakeup = trio.Event()
+                await self._dial_wakeup.wait()
+                continue
+            chosen = self.session.peers_to_dial(self._dial_queue, own, self.now(), at_most=1)
+            if not chosen:
+                self._dial_queue.clear()
+                continue
+            self._dial_queue.remove(chosen[0])
+            assert self._nursery is not None
+            self._nursery.start_soon(self._dial_one, chosen[0])
+            await trio.sleep(1 / rate)
 
     async def _dial_one(self, address: Address) -> None:
         host, port = address

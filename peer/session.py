@@ -132,15 +132,17 @@ class Session:
         self.listen_port = listen_port
         self.start_time = now
 
-    def peers_to_dial(self, peers: list[Address], own: Address, now: float) -> list[Address]:
-        """Which of the tracker's peers to dial now (peer/addresses.py), up to ``max_initiate``
-        connections; call ``dial_ended`` when each dial is over (and ``dial_failed`` if it gave
-        no connection)."""
+    def peers_to_dial(self, peers: list[Address], own: Address, now: float, *,
+                      at_most: int | None = None) -> list[Address]:
+        """The tracker's peers to dial now (peer/addresses.py), up to ``max_initiate`` connections
+        and ``at_most`` new dials; then ``dial_ended`` (and ``dial_failed``) for each."""
+        settings = self.settings
+        room = min(settings.max_initiate, settings.max_neighbours) - len(self._connections)
+        if at_most is not None:
+            room = min(room, len(self.addresses.dialing) + at_most)
         return self.addresses.to_dial(
             peers, own, open_addrs=(nbr.addr for nbr in self._connections.values()),
-            neighbours=self.neighbours,
-            room=min(self.settings.max_initiate, self.settings.max_neighbours)
-            - len(self._connections), now=now)
+            neighbours=self.neighbours, room=room, now=now)
 
     def dial_ended(self, address: Address) -> None:
         self.addresses.dial_ended(address)
@@ -257,8 +259,7 @@ class Session:
 
     def bytes_received(self, cid: int, now: float) -> None:
         """Anything at all arrived: the connection is not stalled."""
-        nbr = self._connections.get(cid)
-        if nbr is not None:
+        if (nbr := self._connections.get(cid)) is not None:
             nbr.last_received = now
 
     def message_received(self, cid: int, message: wire.Message,
@@ -450,8 +451,7 @@ class Session:
     # --- requests ---------------------------------------------------------------------------
 
     def _fill_requests(self, nbr: Neighbour, now: float) -> None:
-        requests = self.requests.top_up(nbr, now)
-        if requests:
+        if requests := self.requests.top_up(nbr, now):
             self._send(nbr, requests)
 
     # --- timers -----------------------------------------------------------------------------
