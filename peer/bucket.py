@@ -29,6 +29,11 @@ WAKE_GRID = 0.02
 """Seconds between the instants a waiting taker may wake at (see the module docstring)."""
 
 
+def on_grid(t: float, origin: float, step: float) -> float:
+    """The first instant ``origin + k * step`` at or after ``t`` (k a whole number)."""
+    return origin + math.ceil((t - origin) / step) * step
+
+
 class TokenBucket:
     """``rate`` bytes/s (None = unlimited) with ``burst`` bytes of depth."""
 
@@ -82,10 +87,8 @@ class TokenBucket:
         # Sleep until the debt, every earlier reservation included, is repaid. Oversleeping
         # loses nothing: _refill credits the real elapsed time, capped only at the burst.
         deadline = now + (-self._tokens) / self.rate
-        step = self._grid_step
-        if step:
-            origin = self._grid_origin
-            deadline = origin + math.ceil((deadline - origin) / step) * step
+        if self._grid_step:
+            deadline = on_grid(deadline, self._grid_origin, self._grid_step)
         try:
             await trio.sleep_until(deadline)
         except trio.Cancelled:

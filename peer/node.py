@@ -35,7 +35,7 @@ from peer.actions import (
     SetUploadCap,
     UploadQueued,
 )
-from peer.bucket import TokenBucket
+from peer.bucket import TokenBucket, on_grid
 from peer.config import STOP_SIGNALS, PeerConfig, RateLimit
 from peer.connection import KEEPALIVE_SWEEP, Connection, close_reason
 from peer.delayed import Links, releasing
@@ -284,9 +284,11 @@ class Node:
             self.log.flush()
 
     def _next_on_grid(self, step: float) -> float:
-        """trio's time of the next whole multiple of ``step`` seconds of run time."""
-        run_now = self._trio_time() - self._time_offset
-        return (math.floor(run_now / step) + 1) * step + self._time_offset
+        """trio's time of the next whole multiple of ``step`` seconds of run time, strictly
+        after now (a tick that woke on its instant must not be due again at once)."""
+        now = self._trio_time()
+        instant = on_grid(now, self._time_offset, step)
+        return instant + step if instant <= now else instant
 
     def _flush_soon(self) -> None:
         """Something waits to be flushed: the ticker wakes within ``FLUSH_DELAY``, at the next
