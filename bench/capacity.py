@@ -155,11 +155,13 @@ def run_testbed(work: Path, round_no: int, leechers: int, size: int,
     # Besides resources.jsonl (psutil percentages, once a second), read every peer's own CPU
     # counters from /proc while it runs: user and system apart, from its fork on.
     last: dict[int, tuple[float, float]] = {}
+    switches: dict[int, int] = {}
     while proc.poll() is None:
         samples = read_samples(out)
         for name, p in (samples[-1]["procs"] if samples else {}).items():
             if name not in PEER_SKIP and (times := proc_cpu_times(p["pid"])) is not None:
                 last[p["pid"]] = times
+                switches[p["pid"]] = proc_switches(p["pid"]) or switches.get(p["pid"], 0)
         time.sleep(0.25)
     m = measure(out)
     summary = json.loads((out / "summary.json").read_text())
@@ -175,6 +177,8 @@ def run_testbed(work: Path, round_no: int, leechers: int, size: int,
     user, system = (sum(t[i] for t in last.values()) for i in (0, 1))
     notes.append(f"user {user:.1f} s, system {system:.1f} s (/proc); from resources.jsonl "
                  f"{float(m['cpu_per_mib']):.4f} s/MiB")
+    if delivered:
+        notes.append(f"context switches per MiB {sum(switches.values()) / delivered:.0f}")
     return RunResult("testbed", float(m["makespan"]), d_p2p(size, leechers), user + system,
                      delivered, completed, leechers, (load0, os.getloadavg()[0]), notes)
 
@@ -187,6 +191,20 @@ def proc_cpu_times(pid: int) -> tuple[float, float] | None:
         return None
     ticks = os.sysconf("SC_CLK_TCK")
     return int(fields[11]) / ticks, int(fields[12]) / ticks
+
+
+def proc_switches(pid: int) -> int:
+    """Context switches (voluntary and not) of a live process, all its threads: how many times
+    it was put to sleep or off the CPU, i.e. woken again; 0 once it is gone."""
+    total = 0
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            for line in (task / "status").read_text().splitlines():
+                if "ctxt_switches:" in line:
+                    total += int(line.split()[1])
+    except OSError:
+        return 0
+    return total
 
 
 def _resources(run_dir: Path) -> list[dict]:
@@ -238,6 +256,7 @@ def run_libtorrent(work: Path, leechers: int, size: int) -> RunResult:
         _wait_until(lambda: all(read_lt_logs(work, leecher_names)[n].complete_t is not None
                                 for n in leecher_names), procs, TIME_LIMIT, fail=False)
         cpu_now = {n: _cpu(p) for n, p in procs.items()}
+        switches = sum(proc_switches(p.pid) for p in procs.values())
         peak_rss = [_peak_rss_mb(p.pid) for n, p in procs.items() if n != "seed"]
     finally:
         for p in [*procs.values(), tracker]:
@@ -262,6 +281,8 @@ def run_libtorrent(work: Path, leechers: int, size: int) -> RunResult:
                      [f"user {user:.1f} s, system {system:.1f} s, of which start-up (not "
                       f"counted) {start_up:.1f} s",
                       f"peak RSS per leecher median {statistics.median(peak_rss):.0f} MB",
+                      f"context switches per MiB {switches / delivered:.0f} (start-up "
+                      "included)" if delivered else "no context switches per MiB",
                       *_rate_notes(
                          logs, caps, start, size)])
 

@@ -136,6 +136,15 @@ def _run_node(node: Node, name: str) -> None:
         finally:
             profiler.disable()
         profiler.dump_stats(os.path.join(profile_dir, f"{name}.prof"))
+    elif task_cpu_dir := os.environ.get("BT_TESTBED_TASK_CPU"):
+        # Developer aid: this peer's CPU by what woke it (peer/taskcpu.py).
+        from peer.taskcpu import TaskCpu
+
+        instrument = TaskCpu()
+        try:
+            trio.run(node.run, instruments=[instrument])
+        finally:
+            instrument.dump(os.path.join(task_cpu_dir, f"{name}.json"))
     else:
         trio.run(node.run)
 
