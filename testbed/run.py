@@ -98,11 +98,24 @@ class RunOptions:
     launcher: LauncherKind = "fork"
     command: tuple[str, ...] = ()
     tracker_timeout: float = 15.0
-    stop_grace: float = 3.0
+    stop_grace: float | None = None
+    """Seconds stopping processes get before SIGKILL (None: ``stop_grace_for`` them)."""
     poll_period: float = 0.5
     sample_period: float = 1.0
     stall_grace: float = DEFAULT_GRACE
     """Seconds pieces must be missing from every live peer before the run is ``stalled``."""
+
+
+STOP_GRACE = 3.0
+STOP_GRACE_PER_PROCESS = 0.05
+"""CPU seconds a stopping peer may need: it closes and logs its connections and announces
+``stopped``. Hundreds of peers stopping at once queue for a small host's cores."""
+
+
+def stop_grace_for(processes: int, cpus: int) -> float:
+    """Seconds ``processes`` stopping at once get before SIGKILL on ``cpus`` cores: 3 s, plus
+    their queue for the cores (a peer SIGKILLed there loses its log's last lines)."""
+    return STOP_GRACE + STOP_GRACE_PER_PROCESS * processes / max(1, cpus)
 
 
 def failure_message(exc: BaseException) -> str | None:
@@ -484,7 +497,10 @@ class Orchestrator:
                 for h in live:
                     n.start_soon(h.wait)
 
-        with trio.move_on_after(self.options.stop_grace) as scope:
+        grace = self.options.stop_grace
+        if grace is None:
+            grace = stop_grace_for(len(live), os.cpu_count() or 1)
+        with trio.move_on_after(grace) as scope:
             async with trio.open_nursery() as n:
                 async def hurry() -> None:
                     await self._hurry.wait()
