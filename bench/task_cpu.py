@@ -81,8 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     medians = {tree: {k: (statistics.median(r.get(k, (0.0, 0))[0] for r in rs),
                           statistics.median(r.get(k, (0.0, 0))[1] for r in rs))
                       for k in set().union(*rs)} for tree, rs in runs.items()}
-    first = medians[trees[0]]
-    keys = sorted(first, key=lambda k: -first[k][0])[:args.top + 1]
+    everything = set().union(*medians.values())
+    keys = sorted(everything, key=lambda k: -max(m.get(k, (0.0, 0))[0]
+                                                for m in medians.values()))[:args.top + 1]
     header = "".join(f" | {t.name[:22]:>22} s  steps   us/step" for t in trees)
     print(f"{'median over ' + str(args.runs) + ' runs':<48}{header}")
     for key in keys:
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         for tree in trees:
             seconds, steps = medians[tree].get(key, (0.0, 0))
             per = f"{1e6 * seconds / steps:9.1f}" if steps else " " * 9
-            row += f" | {seconds:24.2f} {steps:6d} {per}"
+            row += f" | {seconds:24.2f} {steps:6.0f} {per}"
         print(f"{key[:48]:<48}{row}")
     return 0
 

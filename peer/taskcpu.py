@@ -73,5 +73,8 @@ class TaskCpu(trio.abc.Instrument):
 
     def dump(self, path: str | Path) -> None:
         """Write ``{"process_cpu": s, "by_step": {where: [seconds, steps]}}``."""
-        Path(path).write_text(json.dumps({"process_cpu": time.process_time(),
-                                          "by_step": self.totals}), encoding="utf-8")
+        path = Path(path)
+        partial = path.with_name(path.name + ".part")  # a peer SIGKILLed mid-write leaves no file
+        partial.write_text(json.dumps({"process_cpu": time.process_time(),
+                                       "by_step": self.totals}), encoding="utf-8")
+        partial.replace(path)
