@@ -1,0 +1,31 @@
+"""The task-CPU instrument (peer/taskcpu.py): steps charged to where the peer's code resumed."""
+
+from __future__ import annotations
+
+import json
+
+import trio
+
+from peer.bucket import TokenBucket
+from peer.taskcpu import SCHEDULER, WAKING, TaskCpu
+
+
+def test_steps_are_charged_to_the_peer_code_they_resume_in(tmp_path):
+    instrument = TaskCpu()
+
+    async def main() -> None:
+        bucket = TokenBucket(1_000_000, 1.0)
+        for _ in range(3):
+            await bucket.take(10_000)  # each waits 10 ms in the bucket's own sleep
+
+    trio.run(main, instruments=[instrument])
+    bucket_steps = {where: steps for where, (_, steps) in instrument.totals.items()
+                    if where in ("sleep_until", "TokenBucket.take")}
+    assert sum(bucket_steps.values()) == 3  # one resumption per sleep
+    assert instrument.totals[WAKING][1] >= 3  # each sleep came back from the I/O wait
+    assert SCHEDULER in instrument.totals
+    out = tmp_path / "p.json"
+    instrument.dump(out)
+    data = json.loads(out.read_text())
+    assert data["process_cpu"] > 0 and set(data["by_step"]) == set(instrument.totals)
+    assert not list(tmp_path.glob("*.part"))
