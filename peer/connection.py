@@ -1,24 +1,20 @@
-"""Connections' I/O on trio: a connection's socket, wire reader and writer task, and the peer's
-read loop.
+"""One connection's I/O on trio: its socket, its wire reader, and its reader and writer tasks.
 
 The protocol state of the connection is the session's (peer/session.py), named by ``cid``; this
 module moves bytes between the socket and the session, paced by the node's token buckets.
 
 A peer's CPU goes on wake-ups and task switches, not bytes (docs/capacity.md), so the hot loops
-count them. Plain sockets (no link delay) are read by one task per peer, ``ReadLoop``, which
-keeps them in its own epoll set and reads every ready one per wake-up, once each (trio's
-``receive_some`` reads first, failing half the time with EAGAIN, and a task per connection
-switches tasks and re-registers its socket for every read). The writer writes straight to the
-socket and waits only when the socket is full. It takes several queued blocks of a neighbour
-from the bucket at once (up to ``UPLOAD_BATCH_TIME`` of the rate) and sends them in one call:
-one bucket sleep and one send here, one wake-up at the receiver, instead of one each per block.
+count them. On a plain socket (no link delay) the reader waits for readability and then reads
+once, instead of trio's ``receive_some``, which reads first (failing half the time with EAGAIN)
+and switches tasks after each success; the writer writes straight to the socket and waits only
+when the socket is full. The writer takes several queued blocks of a neighbour from the bucket
+at once (up to ``UPLOAD_BATCH_TIME`` of the rate) and sends them in one call: one bucket sleep
+and one send here, one wake-up at the receiver, instead of one each per block.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import select
 from collections.abc import Callable, Sequence
 
 import trio
@@ -91,9 +87,6 @@ class Connection:
         """The writer waits for something to send (``flush_control`` may write for it)."""
         self.last_sent = trio.current_time()
         """When the writer last sent anything (trio's clock): the keep-alive sweep reads it."""
-        self.read_ended = trio.Event()
-        self.read_error: BaseException | None = None
-        """Why the peer's read loop stopped reading this connection (``read_ended`` is set)."""
 
     def send(self, data: bytes) -> None:
         self.control.append(data)
@@ -151,18 +144,11 @@ class Connection:
         if actions:
             act(actions)
 
-    async def read(self, session: Session, bucket: TokenBucket, act: Act, clock: Clock,
-                   loop: ReadLoop | None = None) -> None:
-        """The reader task: receive, pay the download bucket, deliver; until the remote closes.
-        A plain socket is read by the peer's ``loop`` while this task waits for the end."""
-        if self.fd is not None and loop is not None:
-            loop.add(self)
-            try:
-                await self.read_ended.wait()
-            finally:
-                loop.remove(self)
-            assert self.read_error is not None
-            raise self.read_error
+    async def read(self, session: Session, bucket: TokenBucket, act: Act, clock: Clock) -> None:
+        """The reader task: receive, pay the download bucket, deliver; until the remote closes."""
+        if self.fd is not None:
+            await self._read_socket(self.fd, session, bucket, act, clock)
+            return
         stream, limited = self.stream, not bucket.unlimited
         while True:
             data = await stream.receive_some(RECEIVE_SIZE)
@@ -173,6 +159,29 @@ class Connection:
                 await bucket.take(len(data))
             self.reader.receive_data(data)
             self.deliver_buffered(session, act, clock())
+
+    async def _read_socket(self, fd: int, session: Session, bucket: TokenBucket, act: Act,
+                           clock: Clock) -> None:
+        """``read`` on a plain socket: wait until readable, then one read (one wake-up and one
+        system call per batch of messages)."""
+        reader, cid, limited = self.reader, self.cid, not bucket.unlimited
+        wait_readable, readv = trio.lowlevel.wait_readable, os.readv
+        buffer, view = _RECEIVE_BUFFER, _RECEIVE_VIEW
+        while True:
+            await wait_readable(fd)
+            try:
+                size = readv(fd, (buffer,))
+            except BlockingIOError:
+                continue
+            if not size:
+                raise CloseConnection("remote closed")
+            # Into the reader before any await: the buffer is the process's, shared.
+            reader.receive_data(view[:size])
+            now = clock()
+            session.bytes_received(cid, now)
+            if limited and await bucket.take(size):
+                now = clock()
+            self.deliver_buffered(session, act, now)
 
     async def _send(self, data: bytes) -> bool:
         """Send all of ``data``; True if that waited (a checkpoint), False if the socket took
@@ -247,84 +256,6 @@ class Connection:
                 await self.wakeup.wait()
             finally:
                 self._idle = False
-
-
-class ReadLoop:
-    """Reads every plain-socket connection of a peer, in one task, from a private epoll set.
-
-    A reader task per connection costs, per read, a trio task switch and a re-registration of
-    its socket (trio's epoll registrations are one-shot); here the sockets stay registered
-    (level-triggered) and one wake-up of the task reads every connection that has data, in
-    the order epoll reports them. Each connection's task waits only for its end
-    (``Connection.read``): an error reading or delivering ends that connection alone.
-
-    The download bucket is the peer's, shared by all its connections, so while a read waits
-    for it the others wait too, as its bytes would have in the kernel's buffers anyway.
-    """
-
-    def __init__(self) -> None:
-        self._epoll = select.epoll()
-        self._connections: dict[int, Connection] = {}
-
-    def add(self, conn: Connection) -> None:
-        assert conn.fd is not None
-        self._epoll.register(conn.fd, select.EPOLLIN)
-        self._connections[conn.fd] = conn
-
-    def remove(self, conn: Connection) -> None:
-        fd = conn.fd
-        if fd is None or self._connections.get(fd) is not conn:
-            return
-        del self._connections[fd]
-        if not self._epoll.closed:
-            with contextlib.suppress(OSError):
-                self._epoll.unregister(fd)
-
-    def _end(self, conn: Connection, exc: BaseException) -> None:
-        self.remove(conn)
-        conn.read_error = exc
-        conn.read_ended.set()
-
-    async def run(self, session: Session, bucket: TokenBucket, act: Act, clock: Clock) -> None:
-        """Read until cancelled: one read (up to ``RECEIVE_SIZE``) per ready connection per
-        wake-up, then its complete messages go to the session as one batch."""
-        connections, limited = self._connections, not bucket.unlimited
-        wait_readable, poll, readv = trio.lowlevel.wait_readable, self._epoll.poll, os.readv
-        buffer, view = _RECEIVE_BUFFER, _RECEIVE_VIEW
-        try:
-            while True:
-                await wait_readable(self._epoll.fileno())
-                for fd, _ in poll(0):
-                    conn = connections.get(fd)
-                    if conn is None:
-                        continue
-                    if conn.cancel_scope.cancel_called:  # closed: its task is about to end
-                        self.remove(conn)
-                        continue
-                    try:
-                        size = readv(fd, (buffer,))
-                    except BlockingIOError:
-                        continue
-                    except OSError as exc:
-                        self._end(conn, exc)
-                        continue
-                    if not size:
-                        self._end(conn, CloseConnection("remote closed"))
-                        continue
-                    # Into the reader before any await: the buffer is the process's, shared.
-                    conn.reader.receive_data(view[:size])
-                    now = clock()
-                    session.bytes_received(conn.cid, now)
-                    if limited and await bucket.take(size):
-                        now = clock()
-                        if connections.get(fd) is not conn:
-                            continue  # it closed while this read waited for the bucket
-                    try:
-                        conn.deliver_buffered(session, act, now)
-                    except Exception as exc:  # its connection's task raises it
-                        self._end(conn, exc)
-        finally:
-            self._epoll.close()
 
 
 def close_reason(exc: BaseException) -> str | None:

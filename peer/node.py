@@ -1,10 +1,10 @@
 """One BitTorrent peer on trio: the I/O shell around the protocol core (peer/session.py).
 
-It listens, announces (peer/tracker_client.py), dials, runs a writer task per connection and one
-read loop for all of them (peer/connection.py), paces uploads and downloads with token buckets,
-runs the timers, writes the event log and opens the storage. Every decision is the session's:
-the shell tells it what happened and does what it answers. Framing is ``peer.wire``'s, block
-bookkeeping ``peer.pieces``', choking and piece selection ``peer.policy``'s.
+It listens, announces (peer/tracker_client.py), dials, runs one reader and one writer task per
+connection (peer/connection.py), paces uploads and downloads with token buckets, runs the
+timers, writes the event log and opens the storage. Every decision is the session's: the shell
+tells it what happened and does what it answers. Framing is ``peer.wire``'s, block bookkeeping
+``peer.pieces``', choking and piece selection ``peer.policy``'s.
 
 Time: every internal time is ``Node.now()``, trio's clock shifted so that it reads run time (the
 orchestrator's t = 0), so tests drive it with MockClock; log lines are stamped from the
@@ -37,7 +37,7 @@ from peer.actions import (
 )
 from peer.bucket import TokenBucket, on_grid
 from peer.config import STOP_SIGNALS, PeerConfig, RateLimit
-from peer.connection import KEEPALIVE_SWEEP, Connection, ReadLoop, close_reason
+from peer.connection import KEEPALIVE_SWEEP, Connection, close_reason
 from peer.delayed import Links, releasing
 from peer.dial import connect_tcp
 from peer.eventlog import SCHEMA_VERSION, EventLog, RunClock, peer_id_text
@@ -91,8 +91,6 @@ class Node:
         """trio's clock, bound once the run starts (one call instead of three: a peer reads
         the time for every batch of messages)."""
         self._nursery: trio.Nursery | None = None
-        self._read_loop: ReadLoop | None = None
-        """Reads every plain-socket connection (None with link delays, or before ``run``)."""
         self._rechoke_pending = False
         self._tick_scope: trio.CancelScope | None = None
         self._flush_due: float | None = None
@@ -143,10 +141,6 @@ class Node:
                     for task in (self._ticker, self._rechoke_timer, self._announcer,
                                  self._keep_alives, self._dial_pacer):
                         nursery.start_soon(task)
-                    if self.links is None:  # a delay line's stream is read by its own task
-                        self._read_loop = ReadLoop()
-                        nursery.start_soon(self._read_loop.run, self.session,
-                                           self.down_bucket, self._act, self.now)
                     task_status.started(self.listen_port)
                     reason = await self._wait_for_exit(signals)
                     nursery.cancel_scope.cancel()
@@ -471,8 +465,7 @@ class Node:
                             nursery.start_soon(guarded, partial(
                                 conn.write, self.session, self.up_bucket, self.now))
                             nursery.start_soon(guarded, partial(
-                                conn.read, self.session, self.down_bucket, self._act, self.now,
-                                self._read_loop))
+                                conn.read, self.session, self.down_bucket, self._act, self.now))
         finally:
             reason = reasons[0] if reasons else "shutdown"
             self._act(self.session.connection_closed(conn.cid, reason, self.now()))

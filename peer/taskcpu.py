@@ -4,10 +4,10 @@ Sampling profilers mislead here: py-spy's ``--gil`` mode counts a process preemp
 holds the GIL as busy where it stopped, and cProfile's per-call cost inflates call-heavy code
 (trio's loop most of all). This instrument reads the thread's CPU clock around every task step
 instead, and charges the step to the innermost coroutine of the peer's own code that the task
-resumed in (``Connection.write``, ``TokenBucket.take``, ``ReadLoop.run``, ...); the CPU between
-steps goes to trio's scheduler, and that of returning from the wait for I/O (the kernel's
-``epoll_wait`` and the process's wake-up) to ``(waking up)``. Enabled by ``python -m peer``
-when ``BT_TESTBED_TASK_CPU`` names a directory: one ``<peer>.json`` each, summed by
+resumed in (``Connection.write``, ``TokenBucket.take``, ``Connection._read_socket``, ...); the
+CPU between steps goes to trio's scheduler, and that of returning from the wait for I/O (the
+kernel's ``epoll_wait`` and the process's wake-up) to ``(waking up)``. Enabled by ``python -m
+peer`` when ``BT_TESTBED_TASK_CPU`` names a directory: one ``<peer>.json`` each, summed by
 ``python -m bench.task_cpu``.
 """
 

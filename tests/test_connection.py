@@ -3,7 +3,6 @@ blocks batched per bucket take, the direct socket path, keep-alives."""
 
 from __future__ import annotations
 
-import os
 from collections import deque
 
 import pytest
@@ -14,14 +13,7 @@ from peer import wire
 from peer.actions import CloseConnection
 from peer.bucket import TokenBucket
 from peer.config import BLOCK_SIZE
-from peer.connection import (
-    KEEPALIVE_PERIOD,
-    MAX_UPLOAD_BATCH,
-    Connection,
-    ReadLoop,
-    upload_batch,
-)
-from peer.errors import RemoteProtocolError
+from peer.connection import KEEPALIVE_PERIOD, MAX_UPLOAD_BATCH, Connection, upload_batch
 
 
 class FakePieces:
@@ -189,129 +181,3 @@ async def test_an_idle_writer_is_not_woken_for_messages_the_caller_can_write(aut
         interested, block = await receive_messages(theirs, 2)
         assert isinstance(interested, wire.Interested) and block.index == 2
         nursery.cancel_scope.cancel()
-
-
-class LoopSession(FakeSession):
-    """Records which connection each message came from, and each batch's time."""
-
-    def __init__(self) -> None:
-        super().__init__([])
-        self.by_cid: dict[int, list[wire.Message]] = {}
-        self.batch_times: list[float] = []
-
-    def message_received(self, cid: int, message: wire.Message, now: float) -> tuple[()]:
-        self.by_cid.setdefault(cid, []).append(message)
-        return ()
-
-    def end_of_batch(self, cid: int, now: float) -> tuple[()]:
-        self.batch_times.append(now)
-        return super().end_of_batch(cid, now)
-
-
-class StepCounter(trio.abc.Instrument):
-    def __init__(self, name: str) -> None:
-        self.name, self.steps = name, 0
-
-    def before_task_step(self, task: trio.lowlevel.Task) -> None:
-        if task.name.endswith(self.name):
-            self.steps += 1
-
-
-async def read_until_end(conn, session, bucket, loop, ends):
-    try:
-        await conn.read(session, bucket, lambda actions: None, trio.current_time, loop)
-    except Exception as exc:
-        ends[conn.cid] = exc
-
-
-async def test_the_read_loop_reads_every_ready_connection_in_one_wake_up(autojump_clock):
-    pairs = [socket_pair() for _ in range(3)]
-    conns = [handshake_done(Connection(cid, ours, "x:1", "out", 256))
-             for cid, (ours, _) in enumerate(pairs)]
-    session, loop, unlimited = LoopSession(), ReadLoop(), TokenBucket(None, float("inf"))
-    counter = StepCounter("ReadLoop.run")
-    trio.lowlevel.add_instrument(counter)
-    ends: dict[int, BaseException] = {}
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(loop.run, session, unlimited, lambda actions: None,
-                           trio.current_time)
-        for conn in conns:
-            nursery.start_soon(read_until_end, conn, session, unlimited, loop, ends)
-        await trio.sleep(1)
-        steps_before = counter.steps
-        for i, (_, theirs) in enumerate(pairs):  # all three before the loop runs again
-            os.write(theirs.socket.fileno(), b"".join(wire.encode(wire.Have(index=i * 10 + k))
-                                                      for k in range(3)))
-        await trio.sleep(1)
-        # One wake-up of the one task read all three, one batch each, in their own order.
-        assert counter.steps - steps_before == 1
-        assert session.batches == 3
-        assert {cid: [m.index for m in ms] for cid, ms in session.by_cid.items()} == {
-            0: [0, 1, 2], 1: [10, 11, 12], 2: [20, 21, 22]}
-        nursery.cancel_scope.cancel()
-    trio.lowlevel.remove_instrument(counter)
-    assert ends == {}
-
-
-async def test_a_connection_that_closes_or_breaks_the_protocol_ends_alone(autojump_clock):
-    pairs = [socket_pair() for _ in range(3)]
-    conns = [handshake_done(Connection(cid, ours, "x:1", "out", 256))
-             for cid, (ours, _) in enumerate(pairs)]
-    session, loop, unlimited = LoopSession(), ReadLoop(), TokenBucket(None, float("inf"))
-    ends: dict[int, BaseException] = {}
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(loop.run, session, unlimited, lambda actions: None,
-                           trio.current_time)
-        for conn in conns:
-            nursery.start_soon(read_until_end, conn, session, unlimited, loop, ends)
-        await trio.sleep(1)
-        await pairs[0][1].aclose()
-        await pairs[1][1].send_all(wire.encode(wire.Have(index=999)))  # outside 256 pieces
-        await trio.sleep(1)
-        assert set(ends) == {0, 1}
-        assert isinstance(ends[0], CloseConnection) and ends[0].reason == "remote closed"
-        assert isinstance(ends[1], RemoteProtocolError)
-        # The others are not read any more; the third still is.
-        await pairs[2][1].send_all(wire.encode(wire.Have(index=7)))
-        await trio.sleep(1)
-        assert [m.index for m in session.by_cid[2]] == [7]
-        assert 0 not in session.by_cid and 1 not in session.by_cid
-        nursery.cancel_scope.cancel()
-
-
-async def test_a_cancelled_connection_is_not_read_any_more(autojump_clock):
-    ours, theirs = socket_pair()
-    conn = handshake_done(Connection(0, ours, "x:1", "out", 256))
-    session, loop, unlimited = LoopSession(), ReadLoop(), TokenBucket(None, float("inf"))
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(loop.run, session, unlimited, lambda actions: None,
-                           trio.current_time)
-        # Still registered (its task has not run its clean-up yet), but the session closed it.
-        loop.add(conn)
-        conn.cancel_scope.cancel()
-        await theirs.send_all(wire.encode(wire.Have(index=1)))
-        await trio.sleep(1)
-        assert session.by_cid == {}
-        nursery.cancel_scope.cancel()
-
-
-async def test_the_read_loop_pays_the_download_bucket_before_delivering(autojump_clock):
-    ours, theirs = socket_pair()
-    conn = handshake_done(Connection(0, ours, "x:1", "out", 256))
-    session, loop = LoopSession(), ReadLoop()
-    bucket = TokenBucket(BLOCK_SIZE, BLOCK_SIZE)  # 16 KiB/s, a burst of one block
-    ends: dict[int, BaseException] = {}
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(loop.run, session, bucket, lambda actions: None, trio.current_time)
-        nursery.start_soon(read_until_end, conn, session, bucket, loop, ends)
-        await trio.sleep(1)
-        start = trio.current_time()
-        message = b"".join(wire.encode_piece_header(3, i * BLOCK_SIZE, BLOCK_SIZE)
-                           + bytes(BLOCK_SIZE) for i in range(4))
-        await theirs.send_all(message)
-        await trio.sleep(10)
-        nursery.cancel_scope.cancel()
-    # Read at once, delivered once the 3 blocks beyond the burst were paid for: 3 s.
-    assert bucket.taken == len(message)
-    assert [t - start for t in session.batch_times] == pytest.approx(
-        [(len(message) - BLOCK_SIZE) / BLOCK_SIZE])
