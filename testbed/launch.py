@@ -43,6 +43,16 @@ if TYPE_CHECKING:
 
 PR_SET_PDEATHSIG = 1
 PIPE_SIZE = 1 << 20
+STOP_GRACE = 3.0
+STOP_GRACE_PER_PROCESS = 0.05
+"""CPU seconds a stopping peer may need: it closes and logs its connections and announces
+``stopped``. Hundreds of peers stopping at once queue for a small host's cores."""
+
+
+def stop_grace_for(processes: int, cpus: int) -> float:
+    """Seconds ``processes`` stopping at once get before SIGKILL on ``cpus`` cores: 3 s, plus
+    their queue for the cores (a peer SIGKILLed there loses its log's last lines)."""
+    return STOP_GRACE + STOP_GRACE_PER_PROCESS * processes / max(1, cpus)
 """The fork server's pipes: Linux's default limit for an unprivileged process (64 KiB without)."""
 
 _prctl: Any

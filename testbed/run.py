@@ -48,6 +48,7 @@ from testbed.launch import (
     ProcessHandle,
     ServedLauncher,
     is_remote,
+    stop_grace_for,
     was_lost,
 )
 from testbed.peer_watch import LogTail, PeerState
@@ -104,18 +105,6 @@ class RunOptions:
     sample_period: float = 1.0
     stall_grace: float = DEFAULT_GRACE
     """Seconds pieces must be missing from every live peer before the run is ``stalled``."""
-
-
-STOP_GRACE = 3.0
-STOP_GRACE_PER_PROCESS = 0.05
-"""CPU seconds a stopping peer may need: it closes and logs its connections and announces
-``stopped``. Hundreds of peers stopping at once queue for a small host's cores."""
-
-
-def stop_grace_for(processes: int, cpus: int) -> float:
-    """Seconds ``processes`` stopping at once get before SIGKILL on ``cpus`` cores: 3 s, plus
-    their queue for the cores (a peer SIGKILLed there loses its log's last lines)."""
-    return STOP_GRACE + STOP_GRACE_PER_PROCESS * processes / max(1, cpus)
 
 
 def failure_message(exc: BaseException) -> str | None:

@@ -284,7 +284,7 @@ def test_a_tracker_outage_stops_the_tracker_and_restarts_it_on_the_same_port(tmp
 
 
 def test_the_stop_grace_grows_with_the_processes_per_core():
-    from testbed.run import STOP_GRACE, stop_grace_for
+    from testbed.launch import STOP_GRACE, stop_grace_for
 
     assert stop_grace_for(1, 2) == pytest.approx(STOP_GRACE + 0.025)
     # 300 peers stopping at once on 2 cores queue for them: 10.5 s, not 3.
