@@ -15,7 +15,8 @@ directory. It talks to the orchestrator through two Dask queues:
 
 Every second it also samples this machine's CPU and its peers' (``cluster/resources-<worker>
 .jsonl``, shipped like a log). When the orchestrator goes away (its task is cancelled or
-released), or on ``close``, every peer gets SIGTERM, then SIGKILL after the grace period; the
+released), or on ``close``, every peer gets SIGTERM, then SIGKILL after the stop grace (the
+local run's: ``testbed.launch.stop_grace_for`` its peers and this machine's cores); the
 peers also die with the worker (``PR_SET_PDEATHSIG``), so nothing is left running.
 """
 
@@ -33,11 +34,17 @@ from typing import Any
 
 import trio
 
-from testbed.launch import ForkServerLauncher, Launcher, LaunchError, LocalLauncher, ProcessHandle
+from testbed.launch import (
+    ForkServerLauncher,
+    Launcher,
+    LaunchError,
+    LocalLauncher,
+    ProcessHandle,
+    stop_grace_for,
+)
 
 SHIP_SECONDS = 1.0
 COMMAND_WAIT_SECONDS = 0.2
-STOP_GRACE_SECONDS = 3.0
 
 
 def agent_info(dask_worker: Any) -> dict[str, Any]:
@@ -197,7 +204,7 @@ class Agent:
         live = [h for h in self.procs.values() if h.returncode is None]
         for handle in live:
             handle.terminate()
-        with trio.move_on_after(STOP_GRACE_SECONDS):
+        with trio.move_on_after(stop_grace_for(len(live), os.cpu_count() or 1)):
             for handle in live:
                 await handle.wait()
         for handle in live:
