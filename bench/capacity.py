@@ -24,6 +24,10 @@ With ``--tree DIR`` (repeatable) the testbed runs with each checkout in turn (``
 add`` or ``git archive`` of another commit), interleaved within each round, so two versions are
 compared in one sitting on the same host, and each against libtorrent.
 
+Context switches per MiB, for both (every thread of every peer process, voluntary and not,
+from ``/proc/<pid>/task/*/status``; libtorrent's include its start-up): how often a peer is
+woken, beside what it costs.
+
 Delivered: the content size for every leecher that completed. Makespan: from the start instant
 to the last leecher's completion; D_p2p from testbed.bounds. Prints each run, the medians and
 the ratio testbed / libtorrent of the medians; the host's load average is printed per run
