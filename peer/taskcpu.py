@@ -6,13 +6,16 @@ holds the GIL as busy where it stopped, and cProfile's per-call cost inflates ca
 instead, and charges the step to the innermost coroutine of the peer's own code that the task
 resumed in (``Connection.write``, ``TokenBucket.take``, ``Connection._read_socket``, ...); the
 CPU between steps goes to trio's scheduler, and that of returning from the wait for I/O (the
-kernel's ``epoll_wait`` and the process's wake-up) to ``(waking up)``. Enabled by ``python -m
+kernel's ``epoll_wait`` and the process's wake-up) to ``(waking up)``. The cyclic garbage
+collector's passes are timed too, by generation (``gc generation N (within the steps)``): they
+run inside whichever step allocated, so they are also part of those. Enabled by ``python -m
 peer`` when ``BT_TESTBED_TASK_CPU`` names a directory: one ``<peer>.json`` each, summed by
 ``python -m bench.task_cpu``.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import time
 from pathlib import Path
@@ -24,6 +27,10 @@ import trio
 SCHEDULER = "(trio scheduler)"
 WAKING = "(waking up)"
 OUR_CODE = ("/peer/", "/tracker/")
+
+
+def gc_key(generation: int) -> str:
+    return f"gc generation {generation} (within the steps)"
 
 
 def resumed_in(task: trio.lowlevel.Task) -> str:
@@ -48,6 +55,22 @@ class TaskCpu(trio.abc.Instrument):
         self._clock = time.thread_time
         self._since = self._clock()
         self._step: str | None = None
+        self._gc_since = 0.0
+
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
+        now = self._clock()
+        if phase == "start":
+            self._gc_since = now
+            return
+        entry = self.totals.setdefault(gc_key(info["generation"]), [0.0, 0])
+        entry[0] += now - self._gc_since
+        entry[1] += 1
+
+    def before_run(self) -> None:
+        gc.callbacks.append(self._on_gc)
+
+    def after_run(self) -> None:
+        gc.callbacks.remove(self._on_gc)
 
     def _charge(self, key: str, now: float) -> None:
         entry = self.totals.get(key)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import gc
 import json
 
 import trio
 
 from peer.bucket import TokenBucket
-from peer.taskcpu import SCHEDULER, WAKING, TaskCpu
+from peer.taskcpu import SCHEDULER, WAKING, TaskCpu, gc_key
 
 
 def test_steps_are_charged_to_the_peer_code_they_resume_in(tmp_path):
@@ -29,3 +30,20 @@ def test_steps_are_charged_to_the_peer_code_they_resume_in(tmp_path):
     data = json.loads(out.read_text())
     assert data["process_cpu"] > 0 and set(data["by_step"]) == set(instrument.totals)
     assert not list(tmp_path.glob("*.part"))
+
+
+def test_garbage_collections_are_timed_by_generation_during_the_run_only():
+    instrument = TaskCpu()
+
+    async def main() -> None:
+        gc.collect(0)
+        gc.collect(2)
+        await trio.sleep(0)
+
+    trio.run(main, instruments=[instrument])
+    assert instrument.totals[gc_key(0)][1] >= 1
+    assert instrument.totals[gc_key(2)][1] >= 1
+    assert instrument._on_gc not in gc.callbacks
+    collections = instrument.totals[gc_key(2)][1]
+    gc.collect(2)  # after the run: not counted
+    assert instrument.totals[gc_key(2)][1] == collections
