@@ -41,6 +41,7 @@ from peer.connection import KEEPALIVE_SWEEP, Connection, close_reason
 from peer.delayed import Links, releasing
 from peer.dial import connect_tcp
 from peer.eventlog import SCHEMA_VERSION, EventLog, RunClock, peer_id_text
+from peer.listen import accept_forever, listening_sockets
 from peer.metainfo import Metainfo, read_torrent
 from peer.pieces import PieceState
 from peer.policy import build_choker, build_picker
@@ -133,11 +134,13 @@ class Node:
             try:
                 async with trio.open_nursery() as nursery:
                     self._nursery = nursery
-                    listeners = await trio.open_tcp_listeners(self.config.listen_port,
-                                                              host=self.config.listen_host)
-                    self.listen_port = listeners[0].socket.getsockname()[1]
+                    listeners = listening_sockets(self.config.listen_host,
+                                                  self.config.listen_port)
+                    self.listen_port = listeners[0].getsockname()[1]
                     self._log_start()
-                    nursery.start_soon(trio.serve_listeners, self._accept, listeners)
+                    for sock in listeners:
+                        nursery.start_soon(accept_forever, sock, self._refuses_incoming,
+                                           self._accept, nursery)
                     for task in (self._ticker, self._rechoke_timer, self._announcer,
                                  self._keep_alives, self._dial_pacer):
                         nursery.start_soon(task)
@@ -432,6 +435,9 @@ class Node:
         finally:
             self.session.dial_ended(address)
         await self._run_connection(stream, f"{host}:{port}", "out")
+
+    def _refuses_incoming(self) -> bool:
+        return self.session.refuses_incoming(self.now())
 
     async def _accept(self, stream: trio.SocketStream) -> None:
         host, port = stream.socket.getpeername()[:2]

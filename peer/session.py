@@ -150,6 +150,16 @@ class Session:
     def dial_failed(self, address: Address, now: float) -> None:
         self.addresses.dial_failed(address, now)
 
+    def refuses_incoming(self, now: float) -> bool:
+        """Whether a connection accepted now is refused at once: at the neighbour cap with no
+        idle neighbour left to make room for it. Counted when so."""
+        refused = len(self._connections) >= self.settings.max_neighbours and len(
+            idle_longest_first(self.neighbours.values(), now, self._idle_after)) <= \
+            len(self._over_cap)
+        if refused:
+            self.counters.refuse("neighbour cap")
+        return refused
+
     def connection_opened(self, cid: int, addr: str, direction: str,
                           now: float) -> Sequence[Action]:
         """A TCP connection was dialled (``out``) or accepted (``in``). At the neighbour cap an
@@ -157,9 +167,7 @@ class Session:
         real clients do, so that idle connections cannot lock honest peers out); otherwise it
         is refused at once, and counted."""
         if direction == "in" and len(self._connections) >= self.settings.max_neighbours:
-            if len(idle_longest_first(self.neighbours.values(), now, self._idle_after)) <= \
-                    len(self._over_cap):
-                self.counters.refuse("neighbour cap")
+            if self.refuses_incoming(now):
                 self._out.append(Close(cid, "neighbour cap"))
                 return self._flush()
             self._over_cap.add(cid)
