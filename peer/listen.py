@@ -70,5 +70,4 @@ async def accept_forever(sock: socket.socket, refuse: Callable[[], bool],
                 if refuse():
                     conn.close()
                     continue
-                conn.setblocking(False)
                 nursery.start_soon(handle, trio.SocketStream(trio.socket.from_stdlib_socket(conn)))
