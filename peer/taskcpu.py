@@ -26,6 +26,8 @@ import trio
 
 SCHEDULER = "(trio scheduler)"
 WAKING = "(waking up)"
+BEFORE_RUN = "(process start, before trio.run)"
+AFTER_RUN = "(after trio.run)"
 OUR_CODE = ("/peer/", "/tracker/")
 
 
@@ -56,6 +58,7 @@ class TaskCpu(trio.abc.Instrument):
         self._since = self._clock()
         self._step: str | None = None
         self._gc_since = 0.0
+        self._after_run_since: float | None = None
 
     def _on_gc(self, phase: str, info: dict[str, int]) -> None:
         now = self._clock()
@@ -67,10 +70,13 @@ class TaskCpu(trio.abc.Instrument):
         entry[1] += 1
 
     def before_run(self) -> None:
+        # A forked child's process clock starts at zero: this is its whole start-up.
+        self.totals[BEFORE_RUN] = [time.process_time(), 1]
         gc.callbacks.append(self._on_gc)
 
     def after_run(self) -> None:
         gc.callbacks.remove(self._on_gc)
+        self._after_run_since = time.process_time()
 
     def _charge(self, key: str, now: float) -> None:
         entry = self.totals.get(key)
@@ -97,6 +103,8 @@ class TaskCpu(trio.abc.Instrument):
     def dump(self, path: str | Path) -> None:
         """Write ``{"process_cpu": s, "by_step": {where: [seconds, steps]}}``."""
         path = Path(path)
+        if self._after_run_since is not None:
+            self.totals[AFTER_RUN] = [time.process_time() - self._after_run_since, 1]
         partial = path.with_name(path.name + ".part")  # a peer SIGKILLed mid-write leaves no file
         partial.write_text(json.dumps({"process_cpu": time.process_time(),
                                        "by_step": self.totals}), encoding="utf-8")

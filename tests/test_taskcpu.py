@@ -8,7 +8,7 @@ import json
 import trio
 
 from peer.bucket import TokenBucket
-from peer.taskcpu import SCHEDULER, WAKING, TaskCpu, gc_key
+from peer.taskcpu import AFTER_RUN, BEFORE_RUN, SCHEDULER, WAKING, TaskCpu, gc_key
 
 
 def test_steps_are_charged_to_the_peer_code_they_resume_in(tmp_path):
@@ -29,6 +29,9 @@ def test_steps_are_charged_to_the_peer_code_they_resume_in(tmp_path):
     instrument.dump(out)
     data = json.loads(out.read_text())
     assert data["process_cpu"] > 0 and set(data["by_step"]) == set(instrument.totals)
+    # The process's CPU before and after the run, outside every step, is charged on its own.
+    before, after = data["by_step"][BEFORE_RUN][0], data["by_step"][AFTER_RUN][0]
+    assert 0 < before <= data["process_cpu"] and 0 <= after <= data["process_cpu"] - before
     assert not list(tmp_path.glob("*.part"))
 
 
