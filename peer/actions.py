@@ -6,6 +6,7 @@ named by the node's connection id (``cid``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,3 +87,26 @@ class Completed:
 Action = Send | Close | Log | UploadQueued | SetUploadCap | RechokeSoon | Completed
 NOTHING: tuple[Action, ...] = ()
 """What most events call for."""
+
+
+class Outbox:
+    """The actions the session and its exchange (peer/exchange.py) queued while handling one
+    event, in order, until the session hands them to the node."""
+
+    __slots__ = ("actions",)
+
+    def __init__(self) -> None:
+        self.actions: list[Action] = []
+
+    def send(self, cid: int, data: bytes) -> None:
+        self.actions.append(Send(cid, data))
+
+    def log(self, ev: str, **fields: Any) -> None:
+        self.actions.append(Log(ev, fields))
+
+    def flush(self) -> Sequence[Action]:
+        out = self.actions
+        if not out:
+            return NOTHING
+        self.actions = []
+        return out

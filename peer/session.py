@@ -4,10 +4,14 @@ Shaped like h11's ``Connection`` and the tracker's ``Swarm``: the node (peer/nod
 session what happened (a connection opened, a handshake or a message arrived, a block went out,
 a timer fired, a connection closed), passing the time in, and gets back what to do, as a list
 of actions: bytes to send to a connection, a connection to close, an event to log, a rechoke
-to run soon, the download completed. The session owns interest, the request pipeline, end game
-cancels, have suppression, bans on evidence (peer/trust.py), crossed duplicate connections and the
-rechoke (the choker's decisions are applied by peer/choking.py); the node owns sockets, tasks,
-token buckets, timers and the event log.
+to run soon, the download completed. The node owns sockets, tasks, token buckets, timers and
+the event log.
+
+The session itself admits connections and makes them neighbours: dials (peer/addresses.py),
+the neighbour cap, handshakes, crossed duplicate connections (peer/duplicates.py), bans on
+evidence (peer/trust.py), closing; and runs the rechoke (the choker's decisions are applied by
+peer/choking.py). What passes between neighbours, interest, haves, requests and blocks, end
+game cancels, have suppression, is its exchange's (peer/exchange.py).
 
 Connections are named by the node's connection id (``cid``), from TCP connect or accept on; a
 connection is a *neighbour* once its handshake is accepted.
@@ -15,7 +19,6 @@ connection is a *neighbour* once its handshake is accepted.
 
 from __future__ import annotations
 
-import contextlib
 import random
 from collections.abc import Sequence
 from typing import Any
@@ -26,24 +29,22 @@ from peer.actions import (
     Action,
     Close,
     CloseConnection,
-    Completed,
     Log,
+    Outbox,
     RechokeSoon,
     Refused,
-    Send,
-    UploadQueued,
 )
 from peer.addresses import AddressBook
 from peer.choking import Choking
-from peer.config import MAX_QUEUED_REQUESTS, MAX_REDIAL_WAIT, REQUEST_TIMEOUT, ProtocolSettings
+from peer.config import MAX_REDIAL_WAIT, ProtocolSettings
 from peer.counters import Counters
 from peer.duplicates import MAX_HELD_MESSAGES, Spare, Spares, crossed, new_one_wins
 from peer.eventlog import peer_id_text
+from peer.exchange import Exchange
 from peer.extension import RESERVED, extended_handshake, listening_port, supports_extensions
 from peer.neighbour import Neighbour, idle_longest_first
-from peer.pieces import BlockResult, PieceDone, PieceState
+from peer.pieces import PieceState
 from peer.policy_types import Choker, PiecePicker, RechokeTrigger
-from peer.requests import RequestPipeline
 from peer.trust import Address, Ban, Trust
 
 
@@ -61,9 +62,6 @@ class Session:
         """Our upload cap in bytes/s (None: unlimited), for the choker's view."""
         self.choking = Choking(choker, settings)
         self.triggered_rechokes = self.choking.triggered_rechokes
-        self.requests = RequestPipeline(pieces, picker, settings.pipeline_depth,
-                                        queue_time=settings.request_queue_time,
-                                        max_depth=settings.max_pipeline_depth)
         self.our_handshake = wire.encode(wire.Handshake(info_hash=info_hash, peer_id=peer_id,
                                                     reserved=RESERVED))
         """The handshake we send on every connection."""
@@ -85,8 +83,13 @@ class Session:
         self.counters = Counters()
         """Bytes per neighbour and in total, refused connections: the ``counters`` events."""
         self.listen_port = 0
-        self.start_time = 0.0
-        self._out: list[Action] = []
+        self.out = Outbox()
+        self.exchange = Exchange(pieces=pieces, picker=picker, settings=settings,
+                                 neighbours=self.neighbours, counters=self.counters,
+                                 trust=self.trust, out=self.out,
+                                 triggered_rechokes=self.triggered_rechokes,
+                                 close=self._close, ban=self._ban)
+        """What passes between us and the neighbours (peer/exchange.py)."""
 
     # --- queries ----------------------------------------------------------------------------
 
@@ -130,7 +133,7 @@ class Session:
         """The node listens on ``listen_port`` (we tell neighbours in the BEP 10 handshake);
         the ``complete`` event's ``elapsed`` counts from ``now``."""
         self.listen_port = listen_port
-        self.start_time = now
+        self.exchange.start_time = now
 
     def peers_to_dial(self, peers: list[Address], own: Address, now: float, *,
                       at_most: int | None = None) -> list[Address]:
@@ -168,8 +171,8 @@ class Session:
         is refused at once, and counted."""
         if direction == "in" and len(self._connections) >= self.settings.max_neighbours:
             if self.refuses_incoming(now):
-                self._out.append(Close(cid, "neighbour cap"))
-                return self._flush()
+                self.out.actions.append(Close(cid, "neighbour cap"))
+                return self.out.flush()
             self._over_cap.add(cid)
         self._connections[cid] = Neighbour(cid, addr, direction,
                                            num_pieces=self.pieces.num_pieces,
@@ -182,13 +185,13 @@ class Session:
         nbr = self._connections.get(cid)
         if nbr is not None:
             self._unregister(nbr, reason, now)
-        return self._flush()
+        return self.out.flush()
 
     def close_all(self, reason: str, now: float) -> Sequence[Action]:
         """Forget every connection (the node is shutting down)."""
         for nbr in list(self._connections.values()):
             self._unregister(nbr, reason, now)
-        return self._flush()
+        return self.out.flush()
 
     # --- handshakes -------------------------------------------------------------------------
 
@@ -198,14 +201,14 @@ class Session:
         losing side of a duplicate)."""
         nbr = self._connections.get(cid)
         if nbr is None:
-            return self._flush()
+            return self.out.flush()
         try:
             self._accept_handshake(nbr, handshake, now)
         except CloseConnection as exc:
             self._close(nbr, exc.reason, now)
         except Refused as exc:
             self._refuse(nbr, exc.reason)
-        return self._flush()
+        return self.out.flush()
 
     def _accept_handshake(self, nbr: Neighbour, handshake: wire.Handshake, now: float) -> None:
         if handshake.info_hash != self.info_hash:
@@ -249,19 +252,9 @@ class Session:
         self.neighbours[nbr.peer_id] = nbr
         self._log("conn_open", peer=nbr.peer, addr=nbr.addr, dir=nbr.direction)
         self.counters.add_peer(nbr.peer)
-        have = self.pieces.have
-        if have_then is not None:
-            for index in range(self.pieces.num_pieces):
-                if have[index] and not have_then[index]:
-                    self._send(nbr, wire.encode(wire.Have(index=index)))
-            self.pieces.add_availability(nbr.remote_has, +1)
-            nbr.interesting = sum(1 for i, f in enumerate(nbr.remote_has) if f and not have[i])
-            self._update_interest(nbr, now)
-            return
-        if self.pieces.have_count:
-            self._send(nbr, wire.encode(wire.Bitfield(bits=wire.bits_from_flags(have))))
-        if supports_extensions(reserved):
-            self._send(nbr, extended_handshake(self.listen_port))  # peer/extension.py
+        self.exchange.joined(nbr, have_then, now)
+        if have_then is None and supports_extensions(reserved):
+            self.out.send(nbr.cid, extended_handshake(self.listen_port))  # peer/extension.py
 
     # --- incoming messages ------------------------------------------------------------------
 
@@ -281,56 +274,29 @@ class Session:
                 spare.held.append(message)
                 if len(spare.held) > MAX_HELD_MESSAGES:
                     self._close(spare.nbr, "duplicate", now)
-            return self._flush()  # closed earlier in this batch: the rest means nothing now
+            return self.out.flush()  # closed earlier in this batch: the rest means nothing now
         try:
+            self._handle(nbr, message, now)
             if isinstance(message, wire.Piece):
-                self._on_block(nbr, message, now)
                 nbr.got_block = True
-            else:
-                self._on_message(nbr, message, now)
         except CloseConnection as exc:
             self._close(nbr, exc.reason, now)
-        return self._flush()
+        return self.out.flush()
 
     def end_of_batch(self, cid: int, now: float) -> Sequence[Action]:
         nbr = self._connections.get(cid)
         if nbr is not None and nbr.got_block:
             nbr.got_block = False
-            self._fill_requests(nbr, now)
-        return self._flush()
+            self.exchange.fill_requests(nbr, now)
+        return self.out.flush()
 
-    def _on_message(self, nbr: Neighbour, message: wire.Message, now: float) -> None:
-        if isinstance(message, wire.Have):
-            self._set_has(nbr, message.index)
-            self._update_interest(nbr, now)
-        elif isinstance(message, wire.Request):
-            self._on_request(nbr, message)
-        elif isinstance(message, wire.Unchoke):
-            nbr.peer_choking = False
-            nbr.unchoked_us_at = now
-            self._fill_requests(nbr, now)
-        elif isinstance(message, wire.Choke):
-            nbr.peer_choking = True
-            # BEP 3: a choke discards every pending request; those blocks go back to the pool.
-            self.requests.withdraw(nbr)
-        elif isinstance(message, wire.Interested):
-            nbr.peer_interested = True
-            if (self.settings.unchoke_when_free and nbr.am_choking) or \
-                    (self.triggered_rechokes and not nbr.am_choking):
-                self._out.append(RechokeSoon("interest"))
-        elif isinstance(message, wire.NotInterested):
-            nbr.peer_interested = False
-            if (self.settings.unchoke_when_free or self.triggered_rechokes) and \
-                    not nbr.am_choking:
-                self._out.append(RechokeSoon("interest"))
-        elif isinstance(message, wire.Bitfield):
-            self._on_bitfield(nbr, message.bits, now)
-        elif isinstance(message, wire.Cancel):
-            with contextlib.suppress(ValueError):
-                nbr.uploads.remove((message.index, message.begin, message.length))
+    def _handle(self, nbr: Neighbour, message: wire.Message, now: float) -> None:
+        if isinstance(message, wire.Piece):
+            self.exchange.on_block(nbr, message, now)
         elif isinstance(message, wire.Unknown):
             self._on_unknown(nbr, message)
-        # KeepAlive, Port and other extension messages need nothing from us.
+        else:
+            self.exchange.on_message(nbr, message, now)
 
     def _on_unknown(self, nbr: Neighbour, message: wire.Unknown) -> None:
         """Learn a neighbour's listening port from its BEP 10 handshake; ignore the rest."""
@@ -340,98 +306,6 @@ class Session:
             if self.trust.is_banned_address(address):
                 raise CloseConnection("banned")  # another peer id at a banned address
             self.addresses.learn(address, nbr.peer_id)
-
-    def _on_request(self, nbr: Neighbour, request: wire.Request) -> None:
-        if not self.pieces.valid_block(request.index, request.begin, request.length):
-            raise CloseConnection(f"protocol error: request outside the file ({request.index}, "
-                                  f"{request.begin}, {request.length})")
-        if not self.pieces.have[request.index]:
-            raise CloseConnection(f"protocol error: request for piece {request.index}, "
-                                  f"which we do not have")
-        if nbr.am_choking or len(nbr.uploads) >= MAX_QUEUED_REQUESTS:
-            return  # BEP 3: requests from a choked peer are dropped
-        nbr.uploads.append((request.index, request.begin, request.length))
-        self._out.append(UploadQueued(nbr.cid))
-
-    def _on_bitfield(self, nbr: Neighbour, bits: bytes, now: float) -> None:
-        # aria2 sends fresh bitfields instead of have messages: treat each as the full set.
-        flags = wire.flags_from_bits(bits, self.pieces.num_pieces)
-        self.pieces.add_availability(nbr.remote_has, -1)
-        nbr.remote_has = flags
-        nbr.remote_count = sum(flags)
-        self.pieces.add_availability(flags, +1)
-        have = self.pieces.have
-        nbr.interesting = sum(1 for i, f in enumerate(flags) if f and not have[i])
-        self._update_interest(nbr, now)
-
-    def _set_has(self, nbr: Neighbour, index: int) -> None:
-        if index >= self.pieces.num_pieces:
-            raise CloseConnection(f"protocol error: have for piece {index} outside the torrent")
-        if nbr.remote_has[index]:
-            return
-        nbr.remote_has[index] = 1
-        nbr.remote_count += 1
-        self.pieces.availability[index] += 1
-        if not self.pieces.have[index]:
-            nbr.interesting += 1
-
-    def _update_interest(self, nbr: Neighbour, now: float) -> None:
-        if self.pieces.complete and nbr.remote_count == self.pieces.num_pieces:
-            self._close(nbr, "both seeds", now)
-            return
-        want = nbr.interesting > 0
-        if want != nbr.am_interested:
-            nbr.am_interested = want
-            self._send(nbr, wire.INTERESTED_BYTES if want else wire.NOT_INTERESTED_BYTES)
-            if want:
-                self._fill_requests(nbr, now)
-
-    # --- blocks and pieces ------------------------------------------------------------------
-
-    def _on_block(self, nbr: Neighbour, piece_msg: wire.Piece, now: float) -> None:
-        key, block = (piece_msg.index, piece_msg.begin), piece_msg.block
-        if not self.requests.answered(nbr, key, len(block)):
-            return  # answer to a request we cancelled (or voided by a choke): harmless
-        size = len(block)
-        nbr.down += size
-        nbr.down_meter.add(size, now)
-        nbr.last_block_at = now
-        self.counters.received(nbr.peer, size)
-        if self.pieces.end_game:
-            for other, cancel in self.requests.cancel_duplicates(nbr, key):
-                self._send(other, cancel)
-                self._fill_requests(other, now)
-        result, done = self.pieces.on_block(nbr, nbr.peer, piece_msg.index, piece_msg.begin,
-                                            block)
-        if result == BlockResult.ACCEPTED and done is not None:
-            self._on_piece_done(done, now)
-
-    def _on_piece_done(self, done: PieceDone, now: float) -> None:
-        # Ban on evidence only (peer/trust.py): a failed piece blames a peer that sent all of
-        # it; otherwise its blocks are kept until the piece verifies and they can be compared.
-        bans = self.trust.judge(done.index, done.ok, done.block_senders, self.pieces.piece_data)
-        self._log("piece", index=done.index, size=done.size, start=round(done.started_at, 4),
-                  ok=done.ok, blame=[] if done.ok else [b.peer for b in bans],
-                  **{"from": list(done.senders)})
-        for ban in bans:
-            self._ban(ban, now)
-        if not done.ok:
-            return
-        have_message = wire.encode(wire.Have(index=done.index))
-        for nbr in list(self.neighbours.values()):
-            if nbr.remote_has[done.index]:
-                # Have suppression: a neighbour that holds the piece learns nothing it acts on
-                # (it never asks us for it, and its interest in us does not change), while in a
-                # 40-peer mesh have messages outnumber blocks by far and each costs a send and a
-                # receive.
-                nbr.interesting -= 1
-            else:
-                self._out.append(Send(nbr.cid, have_message, lazy=True))
-            self._update_interest(nbr, now)
-        if self.pieces.complete:
-            self._log("complete", downloaded=self.downloaded,
-                      elapsed=round(now - self.start_time, 4))
-            self._out.append(Completed())
 
     # --- uploads ----------------------------------------------------------------------------
 
@@ -456,12 +330,6 @@ class Session:
         nbr.last_block_sent_at = now
         self.counters.sent(nbr.peer, length)
 
-    # --- requests ---------------------------------------------------------------------------
-
-    def _fill_requests(self, nbr: Neighbour, now: float) -> None:
-        if requests := self.requests.top_up(nbr, now):
-            self._send(nbr, requests)
-
     # --- timers -----------------------------------------------------------------------------
 
     def housekeeping(self, now: float) -> Sequence[Action]:
@@ -473,44 +341,40 @@ class Session:
         for nbr in list(self.neighbours.values()):
             if now - nbr.last_received > self.settings.stall_timeout:
                 self._close(nbr, "stalled", now)
-            elif nbr.outstanding and \
-                    now - max(nbr.last_block_at, nbr.unchoked_us_at) > REQUEST_TIMEOUT:
-                self.requests.withdraw(nbr)
-                for other in self.neighbours.values():
-                    if other is not nbr:
-                        self._fill_requests(other, now)
-        return self._flush()
+            else:
+                self.exchange.take_back_if_stuck(nbr, now)
+        return self.out.flush()
 
     def emit_counters(self, *, force: bool = False) -> Sequence[Action]:
         self._emit_counters(force=force)
-        return self._flush()
+        return self.out.flush()
 
     def _emit_counters(self, force: bool = False) -> None:
         fields = self.counters.event(force)
         if fields is not None:
-            self._out.append(Log("counters", fields))
+            self.out.actions.append(Log("counters", fields))
 
     # --- choking ----------------------------------------------------------------------------
 
     def rechoke(self, trigger: RechokeTrigger, now: float) -> Sequence[Action]:
         """Let the choker decide (peer/choking.py) and act on its decisions."""
-        self._out += self.choking.rechoke(
+        self.out.actions += self.choking.rechoke(
             trigger, list(self.neighbours.values()), now, we_are_seed=self.pieces.complete,
             num_pieces=self.pieces.num_pieces, upload_capacity=self.upload_capacity)
-        return self._flush()
+        return self.out.flush()
 
     # --- closing ----------------------------------------------------------------------------
 
     def _close(self, nbr: Neighbour, reason: str, now: float) -> None:
         self._unregister(nbr, reason, now)
-        self._out.append(Close(nbr.cid, reason))
+        self.out.actions.append(Close(nbr.cid, reason))
 
     def _refuse(self, nbr: Neighbour, reason: str) -> None:
         """Close a connection that never became a neighbour, counted rather than logged."""
         self._connections.pop(nbr.cid, None)
         self._over_cap.discard(nbr.cid)
         self.counters.refuse(reason)
-        self._out.append(Close(nbr.cid, reason))
+        self.out.actions.append(Close(nbr.cid, reason))
 
     def _ban(self, ban: Ban, now: float) -> None:
         """Log a ban and close every connection of the banned peer."""
@@ -524,7 +388,7 @@ class Session:
     def _set_aside(self, nbr: Neighbour, now: float) -> None:
         """The neighbour's connection lost a crossed duplicate pair: it stops being the
         neighbour (logged as closed) but stays open as the spare (peer/duplicates.py)."""
-        self.requests.withdraw(nbr)  # its late answers are harmless
+        self.exchange.requests.withdraw(nbr)  # its late answers are harmless
         self._forget(nbr, "duplicate", now)
         nbr.uploads.clear()
         self.spares.add(Spare(nbr, now, bytes(8), bytes(self.pieces.have)))
@@ -537,14 +401,11 @@ class Session:
             for message in spare.held:
                 if not nbr.registered:
                     return  # closed on the way (both seeds)
-                if isinstance(message, wire.Piece):
-                    self._on_block(nbr, message, now)
-                else:
-                    self._on_message(nbr, message, now)
+                self._handle(nbr, message, now)
         except CloseConnection as exc:
             self._close(nbr, exc.reason, now)
             return
-        self._fill_requests(nbr, now)
+        self.exchange.fill_requests(nbr, now)
 
     def _unregister(self, nbr: Neighbour, reason: str, now: float) -> None:
         if self._connections.pop(nbr.cid, None) is None:
@@ -580,29 +441,15 @@ class Session:
         nbr.registered = False
         if nbr.peer_id is not None and self.neighbours.get(nbr.peer_id) is nbr:
             del self.neighbours[nbr.peer_id]
-        self.pieces.add_availability(nbr.remote_has, -1)
-        self.pieces.release(nbr, list(nbr.outstanding))
-        nbr.outstanding.clear()
+        self.exchange.left(nbr)
         self._log("conn_close", peer=nbr.peer, addr=nbr.addr, reason=reason, up=nbr.up,
                   down=nbr.down)
         if not nbr.am_choking and (self.settings.unchoke_when_free or self.triggered_rechokes):
-            self._out.append(RechokeSoon("disconnect"))
+            self.out.actions.append(RechokeSoon("disconnect"))
         # Blocks it was fetching are free again: let others pick them up.
-        for other in self.neighbours.values():
-            self._fill_requests(other, now)
+        self.exchange.refill_all(now)
 
     # --- output -----------------------------------------------------------------------------
 
-    def _send(self, nbr: Neighbour, data: bytes) -> None:
-        self._out.append(Send(nbr.cid, data))
-
     def _log(self, ev: str, **fields: Any) -> None:
-        self._out.append(Log(ev, fields))
-
-    def _flush(self) -> Sequence[Action]:
-        out = self._out
-        if not out:
-            return NOTHING
-        self._out = []
-        return out
-
+        self.out.log(ev, **fields)
