@@ -132,14 +132,22 @@ def test_a_tracker_whose_log_cannot_be_written_stops_with_one_line_and_exit_74()
         "was cut back to its last complete line"]
 
 
+# Like a real peer, it takes SIGTERM as a request to stop between writes: with the default
+# action, the orchestrator's stop could land between a short write and the truncation that
+# undoes it, and leave a partial line no real peer leaves.
 FILLING_PEER = """
-import json, sys, time
+import json, signal, sys, time
 from peer.eventlog import EXIT_WRITE_FAILED, EventLog, LogWriteError, RunClock
+stopping = False
+def stop(*_):
+    global stopping
+    stopping = True
+signal.signal(signal.SIGTERM, stop)
 config = json.load(open(sys.argv[sys.argv.index("--config") + 1]))
 log = EventLog(config["log"], RunClock(config["run_start"]))
 try:
     log.emit("start", name=config["name"], role=config["role"])
-    while True:  # a peer logging far more than the disk holds
+    while not stopping:  # a peer logging far more than the disk holds
         for i in range(200):
             log.emit("counters", pad="x" * 200, i=i)
         log.flush()
