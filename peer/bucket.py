@@ -16,7 +16,14 @@ blocks reach the receivers together, and the receivers' requests reach the sende
 each process then handles several events per wake-up, and the wake-up, not the event, is what
 costs a Python process (docs/capacity.md). The rate is unchanged (oversleeping credits the
 elapsed time, and the step is kept under half the burst), and a send is late by less than one
-step (``WAKE_GRID``, 20 ms: 0.4 % of a 5 s rate window).
+step: a saturated sender's bytes leave in clumps of one step's worth (100 ms), which is below
+what the analyses resolve (5 s rate windows, piece and completion times) but not below an
+emulated link delay, so a peer with one uses ``WAKE_GRID_WITH_LATENCY``.
+
+The grid's instants are the half steps of the run's clock (0.05 s, 0.15 s, ...), so that the
+counters a peer logs on whole seconds fall between two clumps, never amid one: a rate taken
+between two samples then counts whole clumps (within 0.99-1.01 of the cap over 5 s windows,
+where an instant shared with the clumps gave 0.97-1.03).
 """
 
 from __future__ import annotations
@@ -25,8 +32,10 @@ import math
 
 import trio
 
-WAKE_GRID = 0.02
+WAKE_GRID = 0.1
 """Seconds between the instants a waiting taker may wake at (see the module docstring)."""
+WAKE_GRID_WITH_LATENCY = 0.02
+"""The step for a peer that emulates link delays: its sends are late by under 20 ms."""
 
 
 def on_grid(t: float, origin: float, step: float) -> float:
@@ -54,12 +63,13 @@ class TokenBucket:
         self._grid_origin = 0.0
 
     def set_grid(self, origin: float, step: float = WAKE_GRID) -> None:
-        """Wake waiting takers only at ``origin + k * step`` (trio's clock); ``step`` is capped
-        at half the burst's worth of time, so oversleeping never runs into the burst cap."""
+        """Wake waiting takers only at ``origin + (k + 1/2) * step`` (trio's clock); ``step`` is
+        capped at half the burst's worth of time, so oversleeping never runs into the burst
+        cap."""
         if self.rate is not None and math.isfinite(self.burst):
             step = min(step, 0.5 * self.burst / self.rate)
         self._grid_step = step
-        self._grid_origin = origin
+        self._grid_origin = origin + step / 2
 
     @property
     def unlimited(self) -> bool:

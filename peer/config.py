@@ -159,15 +159,19 @@ class RateLimit:
 
     rate: float | None = None
     burst: float | None = None
-    """Bucket depth in bytes; None picks max(2 blocks, 50 ms of rate)."""
+    """Bucket depth in bytes; None picks ``burst_for`` the bucket's wake-up grid."""
 
-    @property
-    def effective_burst(self) -> float:
+    def burst_for(self, grid_step: float) -> float:
+        """The depth: ``burst`` if given, else the larger of two blocks and 2.5 grid steps of
+        the rate (250 ms on the 100 ms grid, 50 ms on the 20 ms one of a peer with link
+        delays). The grid's step must stay under half the burst's worth of time, or a sender
+        woken late would lose credit (peer/bucket.py); and the smaller the burst, the less an
+        idle bucket lets through at once."""
         if self.burst is not None:
             return float(self.burst)
         if self.rate is None:
             return math.inf
-        return max(2.0 * BLOCK_SIZE, 0.05 * self.rate)
+        return max(2.0 * BLOCK_SIZE, 2.5 * grid_step * self.rate)
 
     def validate(self, where: str) -> None:
         if self.rate is not None and (not _is_number(self.rate) or self.rate <= 0):

@@ -35,7 +35,7 @@ from peer.actions import (
     SetUploadCap,
     UploadQueued,
 )
-from peer.bucket import TokenBucket, on_grid
+from peer.bucket import WAKE_GRID, WAKE_GRID_WITH_LATENCY, TokenBucket, on_grid
 from peer.config import STOP_SIGNALS, PeerConfig, RateLimit
 from peer.connection import KEEPALIVE_SWEEP, Connection, close_reason
 from peer.delayed import Links, releasing
@@ -79,8 +79,11 @@ class Node:
             peer_id=config.peer_id.encode("latin-1"), info_hash=self.metainfo.info_hash,
             pieces=pieces, settings=config.protocol, upload_capacity=config.upload.rate,
             choker=choker, picker=picker, rng=rng)
-        self.up_bucket = TokenBucket(config.upload.rate, config.upload.effective_burst)
-        self.down_bucket = TokenBucket(config.download.rate, config.download.effective_burst)
+        self._wake_grid = WAKE_GRID_WITH_LATENCY if config.delays.active else WAKE_GRID
+        """The token buckets' grid step (peer/bucket.py): finer than an emulated link delay."""
+        self.up_bucket = TokenBucket(config.upload.rate, config.upload.burst_for(self._wake_grid))
+        self.down_bucket = TokenBucket(config.download.rate,
+                                       config.download.burst_for(self._wake_grid))
         self.connections: dict[int, Connection] = {}
         self._cids = itertools.count()
         self.listen_port = 0
@@ -105,6 +108,9 @@ class Node:
         """Set when the next announce may be due sooner: the download completed, or neighbours
         were lost below ``wanted_neighbours`` (no polling: an idle peer does not wake for it)."""
         self.tracker_url = config.tracker or self.metainfo.announce
+        self._announcing = False
+        """Whether we may have announced: a peer stopped before t = 0 says nothing to the
+        tracker."""
         self.tracker = TrackerClient(self.tracker_url,
                                      rng=random.Random(f"tracker {config.seed}"),
                                      local_address=config.outgoing_address)
@@ -125,7 +131,7 @@ class Node:
         self._trio_time = trio.lowlevel.current_clock().current_time
         self._time_offset = self._trio_time() - self.clock.now()
         for bucket in (self.up_bucket, self.down_bucket):
-            bucket.set_grid(self._time_offset)  # run time 0 on trio's clock
+            bucket.set_grid(self._time_offset, self._wake_grid)  # run time 0 on trio's clock
         reason = "cancelled"
         # The receiver opens first and queues what arrives while we start; ``python -m peer``
         # holds the stop signals blocked until here.
@@ -137,21 +143,38 @@ class Node:
                     listeners = listening_sockets(self.config.listen_host,
                                                   self.config.listen_port)
                     self.listen_port = listeners[0].getsockname()[1]
-                    self._log_start()
-                    for sock in listeners:
-                        nursery.start_soon(accept_forever, sock, self._refuses_incoming,
-                                           self._accept, nursery)
-                    for task in (self._ticker, self._rechoke_timer, self._announcer,
-                                 self._keep_alives, self._dial_pacer):
-                        nursery.start_soon(task)
                     task_status.started(self.listen_port)
-                    reason = await self._wait_for_exit(signals)
+                    stopped_early = await self._until_run_start(signals)
+                    self._log_start()
+                    if stopped_early:
+                        reason = "signal"
+                    else:
+                        self._announcing = True
+                        for sock in listeners:
+                            nursery.start_soon(accept_forever, sock, self._refuses_incoming,
+                                               self._accept, nursery)
+                        for task in (self._ticker, self._rechoke_timer, self._announcer,
+                                     self._keep_alives, self._dial_pacer):
+                            nursery.start_soon(task)
+                        reason = await self._wait_for_exit(signals)
                     nursery.cancel_scope.cancel()
             finally:
                 self._nursery = None
                 with trio.CancelScope(shield=True):
                     await self._shutdown(reason)
         return reason
+
+    async def _until_run_start(self, signals: AsyncIterator[int]) -> bool:
+        """Wait for t = 0 if we were started ahead of it; True if a stop signal came first.
+
+        The orchestrator starts the peers that arrive at t = 0 ahead of it, so that all of them
+        arrive at t = 0 rather than one after another over the seconds their start-up takes
+        (docs/run-directory.md). Until then a peer only listens: the kernel queues what
+        others send it, and nothing is logged or announced."""
+        with trio.move_on_at(self._time_offset):
+            async for _ in signals:
+                return True
+        return False
 
     async def _wait_for_exit(self, signals: AsyncIterator[int]) -> str:
         async with trio.open_nursery() as nursery:
@@ -177,8 +200,9 @@ class Node:
 
     async def _shutdown(self, reason: str) -> None:
         self._act(self.session.close_all("shutdown", self.now()))
-        with trio.move_on_after(STOPPED_ANNOUNCE_TIME):
-            await self._announce("stopped")
+        if self._announcing:
+            with trio.move_on_after(STOPPED_ANNOUNCE_TIME):
+                await self._announce("stopped")
         self._act(self.session.emit_counters(force=True))
         self.log.emit("stop", reason=reason, up=self.session.uploaded,
                       down=self.session.downloaded, **self.pieces.storage.stats())
@@ -245,8 +269,8 @@ class Node:
         if rate is None:
             conn.limit = None
         elif conn.limit is None:
-            conn.limit = TokenBucket(rate, RateLimit(rate=rate).effective_burst)
-            conn.limit.set_grid(self._time_offset)
+            conn.limit = TokenBucket(rate, RateLimit(rate=rate).burst_for(self._wake_grid))
+            conn.limit.set_grid(self._time_offset, self._wake_grid)
         else:
             conn.limit.rate = rate  # keeps its balance: no burst on a change
 

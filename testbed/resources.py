@@ -134,8 +134,12 @@ def summarize_cpu(times: Sequence[float], host_cpu: Sequence[float],
     """Mean, 95th percentile and saturation of the host CPU series.
 
     Each sample covers the interval since the previous one. Saturated: above 90 % for more
-    than 10 % of the run, or for 5 s in a row.
+    than 10 % of the run, or for 5 s in a row. Samples before t = 0 (while the peers started
+    ahead of the run start up) are logged but not judged: no peer exchanges anything then.
     """
+    judged = [(t, cpu) for t, cpu in zip(times, host_cpu, strict=True) if t > 0]
+    times = [t for t, _ in judged]
+    host_cpu = [cpu for _, cpu in judged]
     if not host_cpu:
         return CpuSummary(None, None, 0.0, 0.0, False, None)
     ordered = sorted(host_cpu)

@@ -9,8 +9,13 @@ process (SIGTERM, then SIGKILL after a grace period, the tracker last) and write
 last, atomically, into room reserved for it when the run started. The tracker's own life (its
 death, planned outages) is testbed.tracker_control's; the summary's contents testbed.summary's.
 
-Time: t = 0 is the instant the tracker is launched (``run_start`` on the system-wide monotonic
-clock, handed to every process). A peer arriving at t = 0 starts as soon as the tracker listens.
+Time: t = 0 (``run_start`` on the system-wide monotonic clock, handed to every process) is
+the instant the peers arriving at t = 0 arrive. The tracker and those testbed peers are started
+ahead of it, by ``start_lead`` seconds estimated from how many there are, and the peers wait
+for t = 0 before they announce or dial: a flash crowd arrives together instead of one peer
+after another over the seconds that starting hundreds of processes takes, and that start-up's
+CPU is not in the experiment's (the saturation guard judges t > 0). Real clients, which cannot
+wait, and later arrivals are started at their arrival time.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ from testbed.launch import (
     ProcessHandle,
     ServedLauncher,
     is_remote,
+    start_lead,
     stop_grace_for,
     was_lost,
 )
@@ -144,6 +150,8 @@ class Orchestrator:
         else:
             self.launcher = LocalLauncher()
         self.run_start: float | None = None
+        self.start_lead = 0.0
+        """Seconds the tracker and the testbed peers arriving at t = 0 are started ahead of it."""
         self.tracker_outages: tuple[Outage, ...] = experiment.tracker_outages
         self.num_pieces: int | None = None
         self.stall_watch: StallWatch | None = None
@@ -182,7 +190,7 @@ class Orchestrator:
         if self.status is None:
             self.status = status
             self.reason = reason
-            self.end_t = self.now() if self.run_start is not None else 0.0
+            self.end_t = max(0.0, self.now()) if self.run_start is not None else 0.0
         self._body_scope.cancel()
 
     @property
@@ -268,8 +276,12 @@ class Orchestrator:
         if isinstance(self.launcher, ServedLauncher):
             await self.launcher.wait_ready()
 
-        self.run_start = time.monotonic()
+        ahead = sum(self._starts_ahead(state) for state in self.peers)
+        self.start_lead = start_lead(ahead, os.cpu_count() or 1,
+                                     forked=not isinstance(self.launcher, LocalLauncher))
+        self.run_start = time.monotonic() + self.start_lead
         self.meta["run_start_monotonic"] = self.run_start
+        self.meta["start_lead"] = round(self.start_lead, 3)
         write_json_atomic(self.run.meta, self.meta)
         if self.experiment.tracker_url is None:
             port = await self.tracker.start(torrent, self.run_start)
@@ -322,6 +334,11 @@ class Orchestrator:
                 run_start=run_start, content=seed_content, storage=storage)
             write_json_atomic(self.run.peer_config(plan.name), config.to_json())
 
+    @staticmethod
+    def _starts_ahead(state: PeerState) -> bool:
+        """A testbed peer arriving at t = 0 is started ahead of it and waits for it."""
+        return state.plan.arrival == 0 and not isinstance(state.plan, ExternalPeerPlan)
+
     async def _time_limit(self, limit: float) -> None:
         await self.sleep_until(limit)
         self._read_logs()
@@ -337,7 +354,8 @@ class Orchestrator:
         events: list[tuple[float, int, int, str]] = []
         for i, state in enumerate(self.peers):
             plan = state.plan
-            events.append((plan.arrival, 0, i, "start"))
+            events.append((-self.start_lead if self._starts_ahead(state) else plan.arrival,
+                           0, i, "start"))
             if plan.departure.kind in ("at", "killed") and plan.departure.time is not None:
                 action = "term" if plan.departure.kind == "at" else "kill"
                 events.append((plan.departure.time, 1, i, action))
@@ -409,8 +427,9 @@ class Orchestrator:
         while True:
             self._read_logs()
             self.check_end()
-            self._check_stall()
-            self._show_progress()
+            if self.now() >= 0:  # before t = 0 the peers that started ahead wait
+                self._check_stall()
+                self._show_progress()
             await trio.sleep(self.options.poll_period)
 
     def _check_stall(self) -> None:

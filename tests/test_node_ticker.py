@@ -59,3 +59,21 @@ async def test_an_idle_peer_ticks_once_per_counters_period(autojump_clock, tmp_p
     # start line add their own.
     announces = [r for r in lines_on_disk(tmp_path / "p1.jsonl") if r["ev"] == "announce"]
     assert len(flushes) <= len(ticks) + len(announces) + 2
+
+
+async def test_a_peer_started_ahead_of_the_run_only_listens_until_t_0(autojump_clock, tmp_path):
+    """The orchestrator starts a flash crowd's peers ahead of t = 0 (testbed/run.py): a peer
+    then listens at once but logs, announces and dials nothing before t = 0."""
+    node, log_path = file_node(tmp_path)
+    node.clock.run_start = trio.current_time() + 5.0
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(node.run)
+        assert port > 0
+        with trio.socket.socket() as probe:  # the kernel queues a neighbour's early dial
+            await probe.connect(("127.0.0.1", port))
+        await trio.sleep(4.9)
+        assert log_path.read_text() == ""
+        await trio.sleep(1.0)
+        records = lines_on_disk(log_path)
+        assert records[0]["ev"] == "start" and 0 <= records[0]["t"] < 0.01
+        nursery.cancel_scope.cancel()
