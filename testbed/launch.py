@@ -72,6 +72,7 @@ def start_lead(peers: int, cpus: int, *, forked: bool) -> float:
     per_peer = PEER_START_FORKED if forked else PEER_START_EXEC
     return TRACKER_START + per_peer * peers / max(1, cpus)
 
+
 _prctl: Any
 try:
     # Resolved in the parent: a forked child must not load libraries (malloc locks).
