@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import time
 from collections.abc import Callable
@@ -81,6 +82,22 @@ class LineFile:
 
 _encode = json.JSONEncoder(separators=(",", ":")).encode
 """``json.dumps(record, separators=...)`` without building an encoder for every line."""
+
+
+def clock_offset(ours: Callable[[], float], theirs: Callable[[], float],
+                 rounds: int) -> tuple[float, float]:
+    """``theirs`` minus ``ours``, and the uncertainty's bound: each reading of ``theirs`` is
+    bracketed by two of ``ours`` and the tightest bracket of ``rounds`` is kept (its midpoint
+    against their reading; off by at most half its width, which is returned). A reading
+    delayed by preemption or a slow round trip only widens its own bracket."""
+    best_width, offset = math.inf, 0.0
+    for _ in range(rounds):
+        before = ours()
+        reading = theirs()
+        after = ours()
+        if after - before < best_width:
+            best_width, offset = after - before, reading - (before + after) / 2
+    return offset, best_width / 2
 
 
 class RunClock:

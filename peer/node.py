@@ -40,7 +40,7 @@ from peer.config import STOP_SIGNALS, PeerConfig, RateLimit
 from peer.connection import KEEPALIVE_SWEEP, Connection, close_reason
 from peer.delayed import Links, releasing
 from peer.dial import connect_tcp
-from peer.eventlog import SCHEMA_VERSION, EventLog, RunClock, peer_id_text
+from peer.eventlog import SCHEMA_VERSION, EventLog, RunClock, clock_offset, peer_id_text
 from peer.listen import accept_forever, listening_sockets
 from peer.metainfo import Metainfo, read_torrent
 from peer.pieces import PieceState
@@ -59,20 +59,6 @@ RETRY_FIRST_DELAY = 1.0
 """Seconds before retrying a failed announce; doubled each failure, up to the interval."""
 STOPPED_ANNOUNCE_TIME = 0.5
 """At shutdown the ``stopped`` announce gets this long; the peer leaves either way."""
-
-
-def trio_offset(trio_time: Callable[[], float], run_time: Callable[[], float]) -> float:
-    """trio's time at run time 0. Each reading of run time is bracketed by two of trio's
-    clock and the tightest bracket kept: a process preempted between two readings (hundreds
-    of peers starting at once) would otherwise put its grids and its t = 0 that much early."""
-    best_gap, offset = math.inf, 0.0
-    for _ in range(5):
-        before = trio_time()
-        now = run_time()
-        after = trio_time()
-        if after - before < best_gap:
-            best_gap, offset = after - before, (before + after) / 2 - now
-    return offset
 
 
 class Node:
@@ -143,7 +129,10 @@ class Node:
     async def run(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> str:
         """Run until a signal, leaving after completion, or cancellation; returns the reason."""
         self._trio_time = trio.lowlevel.current_clock().current_time
-        self._time_offset = trio_offset(self._trio_time, self.clock.now)
+        # Preempted between two readings (hundreds of peers starting at once), a peer would
+        # otherwise put its grids and its t = 0 that much early.
+        run_time_offset, _ = clock_offset(self._trio_time, self.clock.now, rounds=5)
+        self._time_offset = -run_time_offset  # trio's time at run time 0
         for bucket in (self.up_bucket, self.down_bucket):
             bucket.set_grid(self._time_offset, self._wake_grid)  # run time 0 on trio's clock
         reason = "cancelled"

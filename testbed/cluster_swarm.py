@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from peer.errors import TestbedError
+from peer.eventlog import clock_offset
 from testbed.cluster import connect, mismatch
 from testbed.cluster_agent import agent_info, agent_task, monotonic_now
 from testbed.cluster_launcher import AgentSlot, ClusterLauncher, worker_identities
@@ -113,15 +114,10 @@ def checked_workers(client: Any) -> list[WorkerInfo]:
 def measure_offset(client: Any, address: str, rounds: int = OFFSET_ROUNDS) -> dict[str, float]:
     """The worker's CLOCK_MONOTONIC minus this machine's, from the round trip with the smallest
     round-trip time; ``error`` bounds how far off it can be (half that round trip)."""
-    best: tuple[float, float] | None = None
-    for _ in range(rounds):
-        before = time.monotonic()
-        theirs = float(client.run(monotonic_now, workers=[address])[address])
-        after = time.monotonic()
-        if best is None or after - before < best[0]:
-            best = (after - before, theirs - (before + after) / 2)
-    assert best is not None
-    return {"offset": round(best[1], 6), "rtt": round(best[0], 6), "error": round(best[0] / 2, 6)}
+    offset, error = clock_offset(
+        time.monotonic, lambda: float(client.run(monotonic_now, workers=[address])[address]),
+        rounds)
+    return {"offset": round(offset, 6), "rtt": round(2 * error, 6), "error": round(error, 6)}
 
 
 def local_address_towards(address: str) -> str:

@@ -80,12 +80,13 @@ async def test_a_peer_started_ahead_of_the_run_only_listens_until_t_0(autojump_c
 
 
 def test_run_time_zero_on_trios_clock_ignores_a_preempted_reading():
-    from peer.node import trio_offset
+    from peer.eventlog import clock_offset
 
     # trio's clock reads 100 + run time. The first reading of run time comes 20 ms late (the
     # process was preempted after reading trio's clock): its bracket alone would give 99.99.
     readings = iter([10.000, 10.0201, 10.0202, 10.0203, 10.0204, 10.0205, 10.0206, 10.0207,
                      10.0208, 10.0209])
     clock = iter([-89.980, -89.9798, -89.9796, -89.9794, -89.9792])
-    offset = trio_offset(lambda: next(readings), lambda: next(clock))
+    run_time_offset, _ = clock_offset(lambda: next(readings), lambda: next(clock), rounds=5)
+    offset = -run_time_offset  # trio's time at run time 0
     assert abs(offset - 100.0) < 1e-3
