@@ -61,6 +61,7 @@ from testbed.peer_watch import LogTail, PeerState
 from testbed.progress import Mode, Progress, ProgressState, choose_mode
 from testbed.provenance import record_policy_sources
 from testbed.resources import ResourceSampler
+from testbed.run_inputs import make_content, set_announce, write_peer_configs
 from testbed.rundir import RunDir, collect_meta, create_run_dir, utc_now_iso, write_json_atomic
 from testbed.stall import DEFAULT_GRACE, Stall, StallWatch, missing_pieces
 from testbed.summary import build_summary
@@ -68,9 +69,6 @@ from testbed.tracker_control import Outage, RunFailed, TrackerControl
 
 Status = Literal["completed", "timed_out", "stalled", "interrupted", "failed"]
 LauncherKind = Literal["fork", "local"]
-PLACEHOLDER_ANNOUNCE = "http://127.0.0.1:9/announce"
-"""The .torrent is made before the tracker has a port; it is rewritten once it has one (the
-info dictionary, hence the info_hash, does not change)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,32 +243,9 @@ class Orchestrator:
             else:
                 self._hurry.set()
 
-    def _make_content(self) -> tuple[Path | None, Path, Any]:
-        """The content file (None for synthetic storage), the .torrent, its metainfo."""
-        from peer.content import synthetic_piece_hashes
-        from peer.metainfo import build_metainfo, make_synthetic_torrent, write_torrent
-
-        spec = self.experiment.content
-        announce = self.experiment.tracker_url or PLACEHOLDER_ANNOUNCE
-        target = self.run.torrent(spec.name)
-        if spec.storage == "synthetic":
-            # Every testbed peer regenerates the content: no file, only its hashes.
-            metainfo = build_metainfo(
-                announce=announce, name=spec.name, length=spec.size,
-                piece_length=spec.piece_length,
-                piece_hashes=synthetic_piece_hashes(spec.size, spec.seed, spec.piece_length))
-            write_torrent(target, metainfo)
-            return None, target, metainfo
-        content, torrent, metainfo = make_synthetic_torrent(
-            self.run.content_dir, size=spec.size, seed=spec.seed,
-            piece_length=spec.piece_length, announce=announce, name=spec.name)
-        os.replace(torrent, target)
-        return content, target, metainfo
-
     async def _body(self) -> None:
-        from peer.metainfo import build_metainfo, write_torrent
-
-        content, torrent, metainfo = await trio.to_thread.run_sync(self._make_content)
+        content, torrent, metainfo = await trio.to_thread.run_sync(
+            make_content, self.experiment, self.run)
         self.num_pieces = metainfo.num_pieces
         self.stall_watch = StallWatch(metainfo.num_pieces, self.options.stall_grace)
         if isinstance(self.launcher, ServedLauncher):
@@ -286,18 +261,12 @@ class Orchestrator:
         if self.experiment.tracker_url is None:
             port = await self.tracker.start(torrent, self.run_start)
             tracker_url = f"http://{self.experiment.tracker_host}:{port}/announce"
-            rewritten = build_metainfo(announce=tracker_url, name=metainfo.name,
-                                       length=metainfo.length,
-                                       piece_length=metainfo.piece_length,
-                                       piece_hashes=metainfo.piece_hashes)
-            assert rewritten.info_hash == metainfo.info_hash
-            tmp = torrent.with_name(f".{torrent.name}.tmp")
-            write_torrent(tmp, rewritten)
-            os.replace(tmp, torrent)
+            set_announce(torrent, metainfo, tracker_url)
         else:
             tracker_url = self.experiment.tracker_url
 
-        self._write_peer_configs(torrent, content, tracker_url, self.run_start)
+        write_peer_configs(self.experiment, self.run, (state.plan for state in self.peers),
+                           torrent, content, tracker_url, self.run_start)
         time_limit = (self.options.time_limit if self.options.time_limit is not None
                       else self.experiment.end.time_limit)
         async with trio.open_nursery() as nursery:
@@ -313,26 +282,6 @@ class Orchestrator:
                 nursery.start_soon(self._time_limit, time_limit)
             self.check_end()
             await trio.sleep_forever()
-
-    def _write_peer_configs(self, torrent: Path, content: Path | None, tracker_url: str,
-                            run_start: float) -> None:
-        """One JSON config per peer (testbed peers and real clients) in the run directory."""
-        storage = self.experiment.content.storage_spec
-        for state in self.peers:
-            plan = state.plan
-            seed_content = (f"content/{content.name}" if plan.role == "seed" and content
-                            else None)
-            if isinstance(plan, ExternalPeerPlan):
-                external = plan.external_config(
-                    torrent=torrent.name, log=f"peers/{plan.name}.jsonl", tracker=tracker_url,
-                    run_start=run_start, directory=f"external/{plan.name}",
-                    content=seed_content)
-                write_json_atomic(self.run.peer_config(plan.name), external.to_json())
-                continue
-            config = plan.peer_config(
-                torrent=torrent.name, log=f"peers/{plan.name}.jsonl", tracker=tracker_url,
-                run_start=run_start, content=seed_content, storage=storage)
-            write_json_atomic(self.run.peer_config(plan.name), config.to_json())
 
     @staticmethod
     def _starts_ahead(state: PeerState) -> bool:
