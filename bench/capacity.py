@@ -10,7 +10,12 @@ pieces, everyone arriving at once and staying until every leecher is done.
 - testbed: ``testbed run topologies/flash_crowd.yaml --seed <round>`` (a generated topology of
   the same shape when --leechers or --size differ). CPU: every peer process's user + system
   time, read from /proc while the run goes on (each peer's last reading before it stops; a
-  forked peer's counters start at its fork); the figure bench/flash_crowd.py takes from
+  forked peer's counters start at its fork) minus what it had used at t = 0 (read 30 ms before
+  it: the fork, the config, listening; flash-crowd peers are started ahead of t = 0 and
+  announce, dial and log nothing before it) and minus what it used after the first reading at
+  or after the last leecher's completion (the shutdown: closing, the stopped announce); so both
+  swarms are counted from their start instant to the first reading after their last
+  completion (every 0.25 s here, 0.2 s for libtorrent). The figure bench/flash_crowd.py takes from
   resources.jsonl (psutil percentages, once a second) is printed beside it.
 - libtorrent: one process per peer, each a libtorrent session (bench/lt_swarm_peer.py) with the
   testbed's tracker (``python -m tracker``). Every address is put in libtorrent's global peer
@@ -18,7 +23,7 @@ pieces, everyone arriving at once and staying until every leecher is done.
   every 10 s window against its cap (libtorrent updates its payload totals once a second, so a
   5 s window can hold six seconds' worth). CPU: each peer process's user + system time (psutil,
   read while it is alive, just before it is stopped) minus what it had used when the swarm started
-  (imports and session set-up, which forked testbed peers do not pay).
+  (imports and session set-up). Both sides thus count from the swarm's start instant.
 
 With ``--tree DIR`` (repeatable) the testbed runs with each checkout in turn (``git worktree
 add`` or ``git archive`` of another commit), interleaved within each round, so two versions are
@@ -49,6 +54,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -67,6 +73,8 @@ LEECHER_UPLOAD_KIB = 512
 PIECE = 256 * 1024
 TIME_LIMIT = 600.0
 RATE_WINDOW = 10.0
+START_READING_AHEAD = 0.03
+"""Seconds before t = 0 at which the testbed peers' start-up CPU is read."""
 
 
 @dataclass
@@ -160,12 +168,27 @@ def run_testbed(work: Path, round_no: int, leechers: int, size: int,
     # counters from /proc while it runs: user and system apart, from its fork on.
     last: dict[int, tuple[float, float]] = {}
     switches: dict[int, int] = {}
+    # What every process had used at t = 0, read just before it: start-up (fork, config,
+    # listening), which is not counted, as libtorrent's imports and session set-up are not.
+    at_start: dict[int, tuple[float, float]] | None = None
+    run_start: float | None = None
+    readings: list[tuple[float, dict[int, tuple[float, float]]]] = []
+    """(monotonic time, CPU by pid) of every reading: the swarm's end is known afterwards."""
     while proc.poll() is None:
+        run_start = run_start or _run_start(out)
+        if at_start is None and run_start is not None:
+            if time.monotonic() < run_start - START_READING_AHEAD:
+                time.sleep(min(0.25, max(0.0, run_start - START_READING_AHEAD
+                                         - time.monotonic())))
+                continue
+            at_start = _descendants_cpu(proc.pid) if time.monotonic() < run_start else {}
         samples = read_samples(out)
+        reading: dict[int, tuple[float, float]] = {}
         for name, p in (samples[-1]["procs"] if samples else {}).items():
             if name not in PEER_SKIP and (times := proc_cpu_times(p["pid"])) is not None:
-                last[p["pid"]] = times
+                reading[p["pid"]] = last[p["pid"]] = times
                 switches[p["pid"]] = proc_switches(p["pid"]) or switches.get(p["pid"], 0)
+        readings.append((time.monotonic(), reading))
         time.sleep(0.25)
     m = measure(out)
     summary = json.loads((out / "summary.json").read_text())
@@ -179,12 +202,47 @@ def run_testbed(work: Path, round_no: int, leechers: int, size: int,
     if peak:
         notes.append(f"peak RSS per leecher median {statistics.median(peak) / 1e6:.0f} MB")
     user, system = (sum(t[i] for t in last.values()) for i in (0, 1))
-    notes.append(f"user {user:.1f} s, system {system:.1f} s (/proc); from resources.jsonl "
+    start_up = sum(sum((at_start or {}).get(pid, (0.0, 0.0))) for pid in last)
+    at_end = _first_reading_after(readings, run_start + float(m["makespan"])
+                                  if run_start is not None and completed == leechers else None)
+    stop = sum(sum(times) - sum(at_end.get(pid, times)) for pid, times in last.items())
+    notes.append(f"user {user:.1f} s, system {system:.1f} s (/proc), of which not counted: "
+                 f"start-up {start_up:.1f} s" + ("" if at_start else
+                                                 " (not read: t = 0 passed between readings)")
+                 + f", after the last completion {stop:.1f} s; from resources.jsonl "
                  f"{float(m['cpu_per_mib']):.4f} s/MiB")
     if delivered:
         notes.append(f"context switches per MiB {sum(switches.values()) / delivered:.0f}")
-    return RunResult("testbed", float(m["makespan"]), d_p2p(size, leechers), user + system,
+    return RunResult("testbed", float(m["makespan"]), d_p2p(size, leechers),
+                     user + system - start_up - stop,
                      delivered, completed, leechers, (load0, os.getloadavg()[0]), notes)
+
+
+def _run_start(run_dir: Path) -> float | None:
+    """t = 0 of a run on the system-wide monotonic clock, once meta.json records it."""
+    try:
+        return float(json.loads((run_dir / "meta.json").read_text())["run_start_monotonic"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _first_reading_after(readings: list[tuple[float, dict[int, tuple[float, float]]]],
+                         instant: float | None) -> dict[int, tuple[float, float]]:
+    """The CPU by pid of the first reading taken at or after ``instant`` (the last leecher's
+    completion), so that the peers' shutdown is not counted, as libtorrent's is not; {} when
+    the instant is unknown (the last reading then counts)."""
+    if instant is None:
+        return {}
+    return next((cpu for t, cpu in readings if t >= instant), {})
+
+
+def _descendants_cpu(pid: int) -> dict[int, tuple[float, float]]:
+    """User and system CPU seconds of every live process under ``pid``, by pid."""
+    try:
+        children = psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return {}
+    return {c.pid: times for c in children if (times := proc_cpu_times(c.pid)) is not None}
 
 
 def proc_cpu_times(pid: int) -> tuple[float, float] | None:
@@ -211,7 +269,7 @@ def proc_switches(pid: int) -> int:
     return total
 
 
-def _resources(run_dir: Path) -> list[dict]:
+def _resources(run_dir: Path) -> list[dict[str, Any]]:
     with open(run_dir / "resources.jsonl", encoding="utf-8") as f:
         return [json.loads(line) for line in f]
 
@@ -276,7 +334,7 @@ def run_libtorrent(work: Path, leechers: int, size: int) -> RunResult:
     start = min(log.go_t for log in logs.values() if log.go_t is not None)
     cpu = sum(sum(cpu_now[n]) - (logs[n].go_cpu or 0.0) for n in names)
     user, system = (sum(t[i] for t in cpu_now.values()) for i in (0, 1))
-    done = [logs[n].complete_t for n in leecher_names if logs[n].complete_t is not None]
+    done = [t for n in leecher_names if (t := logs[n].complete_t) is not None]
     delivered = len(done) * size / MIB
     makespan = max(done) - start if len(done) == leechers else float("nan")
     start_up = sum(log.go_cpu or 0.0 for log in logs.values())
