@@ -6,7 +6,7 @@ messages arrive and decisions are made; the node's connection object holds only 
 
 from __future__ import annotations
 
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterable
 
 from peer.policy_types import DecisionKind, NeighbourView
@@ -97,8 +97,10 @@ class Neighbour:
         """This neighbour's own upload cap, when the choker sets one (Decision.rate)."""
         self.outstanding: dict[tuple[int, int], int] = {}
         """Our requests to it: (piece, begin) -> length."""
-        self.cancelled: set[tuple[int, int]] = set()
-        """Requests we withdrew (cancelled, or voided by its choke): a late answer is harmless."""
+        self.cancelled: Counter[tuple[int, int]] = Counter()
+        """Requests we withdrew (cancelled, or voided by its choke), each as many times as it was
+        withdrawn: as many late answers are harmless (a block asked and voided twice can be
+        answered twice)."""
         self.uploads: deque[tuple[int, int, int]] = deque()
         """Its requests to us, in order: (piece, begin, length)."""
         self.got_block = False

@@ -88,8 +88,11 @@ class RequestPipeline:
         CloseConnection for a block nobody asked for, or of another size than asked."""
         length = nbr.outstanding.pop(key, None)
         if length is None:
-            if key in nbr.cancelled:
-                nbr.cancelled.discard(key)
+            cancelled = nbr.cancelled
+            if cancelled[key] > 0:
+                cancelled[key] -= 1
+                if not cancelled[key]:
+                    del cancelled[key]
                 return False
             raise CloseConnection(f"protocol error: piece {key} that nobody asked for")
         if size != length:
@@ -100,7 +103,7 @@ class RequestPipeline:
     def withdraw(self, nbr: Neighbour) -> None:
         """Forget our requests to it: its answers are harmless, the blocks free for others."""
         self.pieces.release(nbr, list(nbr.outstanding))
-        nbr.cancelled.update(nbr.outstanding)
+        nbr.cancelled.update(nbr.outstanding.keys())
         nbr.outstanding.clear()
 
     def cancel_duplicates(self, nbr: Neighbour,
@@ -116,7 +119,7 @@ class RequestPipeline:
                 continue
             length = other.outstanding.pop(key, None)
             if length is not None:
-                other.cancelled.add(key)
+                other.cancelled[key] += 1
                 cancels.append((other, wire.encode(wire.Cancel(index=key[0], begin=key[1],
                                                                length=length))))
         return cancels

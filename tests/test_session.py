@@ -883,3 +883,23 @@ def test_a_late_answer_to_a_request_asked_again_is_harmless():
     h.deliver(cid, block(first))
     assert cid not in h.closed
     assert h.session.downloaded == BLOCK_SIZE  # counted once
+
+
+def test_late_answers_to_a_block_asked_and_withdrawn_twice_are_harmless():
+    # Asked, voided by a choke, asked again, voided again: both requests may have been served
+    # before the sender saw the chokes' effect, so two late answers can come. Seen in a 300-peer
+    # crowd as "piece ... that nobody asked for" closing a connection between honest peers.
+    h = make_session()
+    cid = h.unchoked_with_everything(1)
+    first = h.requests(cid)[0]
+    for _ in range(2):
+        h.deliver(cid, wire.Choke())
+        h.deliver(cid, wire.Unchoke())
+        assert first in h.requests(cid)
+    h.deliver(cid, wire.Choke())
+    for _ in range(3):
+        h.deliver(cid, block(first))
+    assert cid not in h.closed
+    assert h.session.downloaded == 0  # every answer was to a withdrawn request
+    h.deliver(cid, block(first))  # a fourth: nobody asked for it
+    assert cid in h.closed
