@@ -31,6 +31,9 @@ STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})
 SIGTERM and a terminal's Ctrl-C."""
 
 
+END_GAME_MODES = ("idle", "eager")
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ProtocolSettings:
     """Every number of the choking and request machinery. Defaults are the textbook's 4 + 1."""
@@ -60,6 +63,12 @@ class ProtocolSettings:
     max_pipeline_depth: int = 250
     """Never more requests out to one neighbour: well under what peers queue (ours: 2000,
     libtorrent 500 by default), or the excess is silently dropped and the download stalls."""
+    end_game: str = "idle"
+    """Once every block is requested, which neighbours are asked for blocks already requested
+    from others: ``idle``, one such block to a neighbour with no request out, as libtorrent
+    does; ``eager``, each neighbour's pipeline filled with them, as mainline BitTorrent's end
+    game asks everyone for every missing block (in the flash crowd, 6 % of all the blocks sent
+    were answers to such duplicates, cancelled too late)."""
     block_size: int = BLOCK_SIZE
     max_neighbours: int = 55
     max_initiate: int = 40
@@ -146,6 +155,9 @@ class ProtocolSettings:
                 f"must be 'upload_rate' or 'round_robin', got {self.seed_choke!r}",
                 f"{where}.seed_choke",
             )
+        if self.end_game not in END_GAME_MODES:
+            raise ConfigError(f"must be 'idle' or 'eager', got {self.end_game!r}",
+                              f"{where}.end_game")
         if not isinstance(self.unchoke_when_free, bool):
             raise ConfigError("must be true or false", f"{where}.unchoke_when_free")
         if self.block_size != BLOCK_SIZE:

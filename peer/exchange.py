@@ -37,7 +37,8 @@ class Exchange:
         self.settings = settings
         self.requests = RequestPipeline(pieces, picker, settings.pipeline_depth,
                                         queue_time=settings.request_queue_time,
-                                        max_depth=settings.max_pipeline_depth)
+                                        max_depth=settings.max_pipeline_depth,
+                                        end_game=settings.end_game)
         self.neighbours = neighbours
         self.counters = counters
         self.trust = trust

@@ -8,7 +8,9 @@ hears when a piece verified (a synthetic one then drops the received bytes).
 Request order: blocks of pieces already started come first (strict priority, so pieces finish
 and can be traded), then the piece picker chooses a new piece, and once every missing block has
 been requested from someone the end game requests the outstanding blocks from other neighbours
-too; the node cancels the duplicates when the first copy arrives.
+too (the ``end_game`` setting: one at a time to a neighbour with nothing out, as libtorrent, or
+a whole pipeline of them, as mainline BitTorrent); the node cancels the duplicates when the
+first copy arrives.
 
 Requests to a seed are the exception to strict priority, as in mainline BitTorrent 4.x's piece
 picker (its ``seedstarted`` list): a seed is asked only for blocks of pieces started from a seed,
@@ -20,7 +22,7 @@ holds, and the initial seed would inject new pieces at a fraction of its capacit
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Container, Hashable, Sequence
+from collections.abc import Callable, Collection, Hashable, Sequence
 from dataclasses import dataclass, field
 
 from peer.config import BLOCK_SIZE
@@ -128,14 +130,18 @@ class PieceState:
         return self.unstarted == 0 and self.free_in_active == 0 and not self.complete
 
     def next_requests(self, requester: Hashable, remote_has: Sequence[int], count: int,
-                      outstanding: Container[tuple[int, int]],
+                      outstanding: Collection[tuple[int, int]],
                       pick: Callable[[list[int]], int | None],
-                      now: float, *, from_seed: bool = False) -> list[tuple[int, int, int]]:
+                      now: float, *, from_seed: bool = False,
+                      end_game: str = "eager") -> list[tuple[int, int, int]]:
         """Up to ``count`` blocks to request from ``requester``, marked as requested from it.
 
         ``pick`` chooses a new piece among candidate indices (the node wraps the picker policy
         so this module stays free of snapshots it does not need). ``from_seed``: the requester
         has every piece; strict priority then covers only pieces started from a seed.
+        ``end_game`` (the protocol setting): once every block is requested, ``eager`` fills the
+        count with blocks requested from others, ``idle`` gives one, the least requested, and
+        only to a requester with nothing ``outstanding``.
         """
         requests: list[tuple[int, int, int]] = []
         if count <= 0 or self.complete:
@@ -165,6 +171,10 @@ class PieceState:
             self._take_free(piece, requester, count - len(requests), requests)
         # 3. End game: ask for blocks already requested from others.
         if len(requests) < count and self.end_game:
+            if end_game == "idle":
+                if not requests and not outstanding:
+                    self._take_least_requested(requester, remote_has, requests)
+                return requests
             for piece in self.active.values():
                 if not remote_has[piece.index] or not _open_to(piece, requester):
                     continue
@@ -183,6 +193,30 @@ class PieceState:
                     if len(requests) >= count:
                         return requests
         return requests
+
+    def _take_least_requested(self, requester: Hashable, remote_has: Sequence[int],
+                              out: list[tuple[int, int, int]]) -> None:
+        """End game, ``idle``: the requested block with the fewest requesters (the oldest
+        piece's first among equals) that ``requester`` can send and was not asked for."""
+        best: tuple[ActivePiece, int] | None = None
+        fewest = 0
+        for piece in self.active.values():
+            if not remote_has[piece.index] or not _open_to(piece, requester):
+                continue
+            for block, state in enumerate(piece.block_state):
+                requesters = piece.requesters[block]
+                if state == REQUESTED and requester not in requesters and \
+                        (best is None or len(requesters) < fewest):
+                    best, fewest = (piece, block), len(requesters)
+                    if fewest <= 1:
+                        break
+            if best is not None and fewest <= 1:
+                break
+        if best is not None:
+            piece, block = best
+            piece.requesters[block].add(requester)
+            begin = block * BLOCK_SIZE
+            out.append((piece.index, begin, min(BLOCK_SIZE, piece.size - begin)))
 
     def _candidates(self, remote_has: Sequence[int], from_seed: bool,
                     requester: Hashable) -> list[int]:

@@ -36,16 +36,19 @@ def pipeline_depth(rate: float, *, queue_time: float, min_depth: int, max_depth:
 
 class RequestPipeline:
     """Our requests to every neighbour. ``min_depth`` is the protocol's ``pipeline_depth``,
-    ``queue_time`` its ``request_queue_time`` and ``max_depth`` its ``max_pipeline_depth``."""
+    ``queue_time`` its ``request_queue_time``, ``max_depth`` its ``max_pipeline_depth`` and
+    ``end_game`` its ``end_game``."""
 
     def __init__(self, pieces: PieceState, picker: PiecePicker, min_depth: int, *,
                  queue_time: float = _DEFAULTS.request_queue_time,
-                 max_depth: int = _DEFAULTS.max_pipeline_depth) -> None:
+                 max_depth: int = _DEFAULTS.max_pipeline_depth,
+                 end_game: str = _DEFAULTS.end_game) -> None:
         self.pieces = pieces
         self.picker = picker
         self.min_depth = min_depth
         self.queue_time = queue_time
         self.max_depth = max_depth
+        self.end_game = end_game
 
     def top_up(self, nbr: Neighbour, now: float) -> bytes:
         """The requests to send ``nbr`` now, encoded (b"": none), recorded as outstanding.
@@ -73,7 +76,8 @@ class RequestPipeline:
                                              num_pieces=pieces.num_pieces))
 
         requests = pieces.next_requests(nbr, nbr.remote_has, wanted, nbr.outstanding, pick, now,
-                                        from_seed=nbr.remote_count == pieces.num_pieces)
+                                        from_seed=nbr.remote_count == pieces.num_pieces,
+                                        end_game=self.end_game)
         out = []
         for index, begin, length in requests:
             # A withdrawn request stays in ``cancelled`` when asked again: its late answer can

@@ -223,6 +223,35 @@ def test_end_game_duplicates_skip_what_the_requester_already_has_out(content):
     assert state.active[3].requesters[1] == {"A", "B", "C"}
 
 
+def test_idle_end_game_gives_one_least_requested_block_and_only_to_a_requester_with_none_out(
+        content):
+    state = leecher(content)
+    a_requests = request_everything(state)
+    assert state.end_game
+    # B, with nothing out, gets one duplicate, not a pipeline of them.
+    first = state.next_requests("B", ALL, 5, set(), Picks(), 0.0, end_game="idle")
+    assert first == a_requests[:1]
+    # With that one out, B gets nothing more.
+    assert state.next_requests("B", ALL, 5, {first[0][:2]}, Picks(), 0.0, end_game="idle") == []
+    # C gets the least requested block: not B's duplicate, which two neighbours now have out.
+    assert state.next_requests("C", ALL, 5, set(), Picks(), 0.0, end_game="idle") == \
+        a_requests[1:2]
+    # Only among the pieces C has, and never a block it has out already.
+    assert state.next_requests("C", [0, 0, 0, 1], 5, set(), Picks(), 0.0,
+                               end_game="idle") == a_requests[6:7]
+    assert state.active[3].requesters[0] == {"A", "C"}
+
+
+def test_idle_end_game_waits_for_the_end_game(content):
+    state = leecher(content)
+    state.next_requests("A", ALL, 2 * NUM - 1, set(), Picks(), 0.0)
+    assert not state.end_game
+    # A free block is left: the requester gets it, and no duplicate besides.
+    assert state.next_requests("B", ALL, 5, set(), Picks(), 0.0, end_game="idle") == [
+        (3, BLOCK_SIZE, LAST - BLOCK_SIZE)]
+    assert state.end_game
+
+
 # --- release -----------------------------------------------------------------------------------
 
 

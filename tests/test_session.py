@@ -447,8 +447,9 @@ def test_messages_after_a_fatal_one_in_the_same_batch_are_ignored():
     assert cid in h.closed and h.session.pieces.availability[3] == 0
 
 
-def test_end_game_cancels_the_duplicate_and_does_not_ask_for_it_again():
-    h = make_session()
+@pytest.mark.parametrize("end_game", ["idle", "eager"])
+def test_end_game_cancels_the_duplicate_and_does_not_ask_for_it_again(end_game):
+    h = make_session(end_game=end_game)
     a = h.unchoked_with_everything(1)
     # Answer A until every block of the file has been requested from someone: the end game.
     requests = h.requests(a)
@@ -459,6 +460,8 @@ def test_end_game_cancels_the_duplicate_and_does_not_ask_for_it_again():
     duplicates = h.requests(b)
     assert duplicates and all((r.index, r.begin) in h.session.neighbour(a).outstanding
                               for r in duplicates)
+    # idle: one duplicate at a time (libtorrent); eager: B's whole pipeline (mainline).
+    assert (len(duplicates) == 1) == (end_game == "idle")
     first = duplicates[0]
     h.answer(a, [first], now=0.6)
     after = h.messages(b)
@@ -466,6 +469,8 @@ def test_end_game_cancels_the_duplicate_and_does_not_ask_for_it_again():
     assert (first.index, first.begin) not in h.session.neighbour(b).outstanding
     refill = [(m.index, m.begin) for m in after if isinstance(m, wire.Request)]
     assert (first.index, first.begin) not in refill
+    if end_game == "idle":  # its one duplicate cancelled, B is idle again: the next one
+        assert len(refill) == 1
     h.answer(b, [first], now=0.7)  # its answer crossed our cancel: harmless
     assert b not in h.closed
 
