@@ -175,13 +175,13 @@ def run_testbed(work: Path, round_no: int, leechers: int, size: int,
     readings: list[tuple[float, dict[int, tuple[float, float]]]] = []
     """(monotonic time, CPU by pid) of every reading: the swarm's end is known afterwards."""
     while proc.poll() is None:
-        run_start = run_start or _run_start(out)
+        run_start = run_start or run_start_of(out)
         if at_start is None and run_start is not None:
             if time.monotonic() < run_start - START_READING_AHEAD:
                 time.sleep(min(0.25, max(0.0, run_start - START_READING_AHEAD
                                          - time.monotonic())))
                 continue
-            at_start = _descendants_cpu(proc.pid) if time.monotonic() < run_start else {}
+            at_start = descendants_cpu(proc.pid) if time.monotonic() < run_start else {}
         samples = read_samples(out)
         reading: dict[int, tuple[float, float]] = {}
         for name, p in (samples[-1]["procs"] if samples else {}).items():
@@ -203,7 +203,7 @@ def run_testbed(work: Path, round_no: int, leechers: int, size: int,
         notes.append(f"peak RSS per leecher median {statistics.median(peak) / 1e6:.0f} MB")
     user, system = (sum(t[i] for t in last.values()) for i in (0, 1))
     start_up = sum(sum((at_start or {}).get(pid, (0.0, 0.0))) for pid in last)
-    at_end = _first_reading_after(readings, run_start + float(m["makespan"])
+    at_end = first_reading_after(readings, run_start + float(m["makespan"])
                                   if run_start is not None and completed == leechers else None)
     stop = sum(sum(times) - sum(at_end.get(pid, times)) for pid, times in last.items())
     notes.append(f"user {user:.1f} s, system {system:.1f} s (/proc), of which not counted: "
@@ -218,7 +218,7 @@ def run_testbed(work: Path, round_no: int, leechers: int, size: int,
                      delivered, completed, leechers, (load0, os.getloadavg()[0]), notes)
 
 
-def _run_start(run_dir: Path) -> float | None:
+def run_start_of(run_dir: Path) -> float | None:
     """t = 0 of a run on the system-wide monotonic clock, once meta.json records it."""
     try:
         return float(json.loads((run_dir / "meta.json").read_text())["run_start_monotonic"])
@@ -226,7 +226,7 @@ def _run_start(run_dir: Path) -> float | None:
         return None
 
 
-def _first_reading_after(readings: list[tuple[float, dict[int, tuple[float, float]]]],
+def first_reading_after(readings: list[tuple[float, dict[int, tuple[float, float]]]],
                          instant: float | None) -> dict[int, tuple[float, float]]:
     """The CPU by pid of the first reading taken at or after ``instant`` (the last leecher's
     completion), so that the peers' shutdown is not counted, as libtorrent's is not; {} when
@@ -236,7 +236,7 @@ def _first_reading_after(readings: list[tuple[float, dict[int, tuple[float, floa
     return next((cpu for t, cpu in readings if t >= instant), {})
 
 
-def _descendants_cpu(pid: int) -> dict[int, tuple[float, float]]:
+def descendants_cpu(pid: int) -> dict[int, tuple[float, float]]:
     """User and system CPU seconds of every live process under ``pid``, by pid."""
     try:
         children = psutil.Process(pid).children(recursive=True)

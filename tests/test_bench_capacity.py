@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
+import time
 
+import psutil
 import pytest
 
-from bench.capacity import d_p2p, max_window_rate, parse_lt_peer_output, proc_cpu_times
+from bench.capacity import (
+    d_p2p,
+    descendants_cpu,
+    first_reading_after,
+    max_window_rate,
+    parse_lt_peer_output,
+    proc_cpu_times,
+    run_start_of,
+)
 from bench.idle_cost import connections, cpu_in_window, idle_topology
 
 
@@ -83,3 +96,32 @@ def test_tree_clients_name_each_checkout_and_refuse_other_directories(tmp_path) 
     assert tree_clients([other]) == {"testbed@old-tree": other.resolve()}
     with pytest.raises(SystemExit, match="not a bt-testbed checkout"):
         tree_clients([tmp_path / "nothing"])
+
+
+def test_the_count_ends_at_the_first_reading_after_the_last_completion() -> None:
+    readings = [(10.0, {1: (1.0, 0.1)}), (10.25, {1: (1.2, 0.1)}), (10.5, {1: (1.5, 0.2)})]
+    assert first_reading_after(readings, 10.1) == {1: (1.2, 0.1)}
+    assert first_reading_after(readings, 10.25) == {1: (1.2, 0.1)}
+    # Past every reading, or unknown (a leecher did not complete): the last reading counts.
+    assert first_reading_after(readings, 11.0) == {}
+    assert first_reading_after(readings, None) == {}
+
+
+def test_start_up_is_read_from_every_process_under_the_run(tmp_path) -> None:
+    assert run_start_of(tmp_path) is None
+    (tmp_path / "meta.json").write_text(json.dumps({"run_start_monotonic": 123.5}))
+    assert run_start_of(tmp_path) == 123.5
+    sleeper = "import time; time.sleep(30)"
+    parent = subprocess.Popen([sys.executable, "-c", "import subprocess, sys; "
+                               f"subprocess.run([sys.executable, '-c', {sleeper!r}])"])
+    try:
+        deadline = time.monotonic() + 10
+        while len(cpu := descendants_cpu(os.getpid())) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert parent.pid in cpu and len(cpu) >= 2  # the child and the grandchild
+        assert all(user >= 0 and system >= 0 for user, system in cpu.values())
+    finally:
+        for child in psutil.Process(parent.pid).children(recursive=True):
+            child.kill()
+        parent.kill()
+        parent.wait()
