@@ -27,6 +27,8 @@ class Choking:
         self.triggered_rechokes = bool(getattr(choker, "triggered_rechokes", False))
         """Mainline BitTorrent also rechokes when an unchoked neighbour's interest changes or it
         leaves; a choker asks for those rechokes with a ``triggered_rechokes`` attribute."""
+        self.trigger_may_change = getattr(choker, "trigger_may_change", None)
+        """A choker's optional pre-check of triggered rechokes (``_trigger_may_change``)."""
         self.round = 0
         self._out: list[Action] = []
 
@@ -36,6 +38,8 @@ class Choking:
         """Ask the choker, act on its decisions, and log them (a ``timer`` rechoke lists every
         neighbour; a triggered one only the changed decisions, and no line if none changed).
         Returns what to send and log."""
+        if trigger != "timer" and not self._trigger_may_change(nbrs, now):
+            return []
         views = tuple(nbr.view(now, self.settings.snub_time, num_pieces) for nbr in nbrs)
         decisions = self.choker.rechoke(ChokeView(
             now=now, round=self.round, trigger=trigger, we_are_seed=we_are_seed,
@@ -55,6 +59,24 @@ class Choking:
             "optimistic_rotated": any(d.rotated for d in decisions.values()), "nbrs": lines}))
         self.round += 1
         return out
+
+    def _trigger_may_change(self, nbrs: Sequence[Neighbour], now: float) -> bool:
+        """Whether a triggered rechoke is worth asking the choker for: always, unless it
+        answers ``trigger_may_change(regular_in_use, waiting)`` (the neighbours it unchokes in
+        a regular slot that are interested, and the choked, interested, not snubbing ones) with
+        False. Views are not built for nothing: they are most of a rechoke's cost."""
+        may_change = self.trigger_may_change
+        if may_change is None:
+            return True
+        snub_time = self.settings.snub_time
+        in_use = waiting = 0
+        for nbr in nbrs:
+            if nbr.peer_interested:
+                if nbr.decision == "regular":
+                    in_use += 1
+                elif nbr.decision == "choke" and not nbr.snubbed(now, snub_time):
+                    waiting += 1
+        return bool(may_change(in_use, waiting, self.settings))
 
     def _apply(self, nbr: Neighbour, decision: Decision, now: float) -> None:
         nbr.decision = decision.kind

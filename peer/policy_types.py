@@ -78,6 +78,10 @@ class Decision(NamedTuple):
 
 @runtime_checkable
 class Choker(Protocol):
+    """``rechoke`` decides. A choker may also define ``trigger_may_change(regular_in_use,
+    waiting, settings) -> bool``: a mid-round trigger it answers False for is not asked for
+    (docs/policies.md)."""
+
     def rechoke(self, view: ChokeView) -> dict[str, Decision]: ...
 
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import random
 from collections import Counter
 
 import pytest
 from peer_helpers import FirstPicker, UnchokeAll, choke_view, kinds, nbr, pick_view
 
-from peer.config import PolicySpec
+from peer.config import PolicySpec, ProtocolSettings
 from peer.errors import ConfigError
 from peer.policy import (
     Choker,
@@ -396,3 +397,23 @@ def test_build_errors_are_config_errors(kind, spec, fragment):
         build(spec, seed=0)
     assert fragment in str(info.value)
     assert info.value.key == kind
+
+
+@pytest.mark.parametrize("regular_slots", [None, 2, 6])
+def test_a_trigger_the_pre_check_rules_out_changes_nothing(regular_slots):
+    # The pre-check lets the node skip building views for a triggered rechoke: it must say
+    # False only when tit-for-tat would keep every decision.
+    rng = random.Random(5)
+    settings = ProtocolSettings()
+    for _ in range(400):
+        neighbours = [nbr(f"p{i}", current=rng.choice(["regular", "optimistic", "choke"]),
+                          interested=rng.random() < 0.7, snubbed=rng.random() < 0.2,
+                          connected_at=rng.uniform(0, 9))
+                      for i in range(rng.randrange(0, 12))]
+        choker = TitForTat(regular_slots=regular_slots)
+        in_use = sum(1 for n in neighbours if n.current == "regular" and n.interested)
+        waiting = sum(1 for n in neighbours
+                      if n.current == "choke" and n.interested and not n.snubbed)
+        decisions = choker.rechoke(choke_view(neighbours, now=10.0, trigger="interest"))
+        changed = any(decisions[n.peer].kind != n.current for n in neighbours)
+        assert choker.trigger_may_change(in_use, waiting, settings) == changed

@@ -37,7 +37,7 @@ from peer.duplicates import DUPLICATE_GRACE, ESTABLISHED_AGE
 from peer.extension import EXTENDED, EXTENSION_BIT
 from peer.neighbour import RateMeter
 from peer.pieces import PieceState
-from peer.policy import ChokeView, Decision, build_choker, build_picker
+from peer.policy import ChokeView, Decision, TitForTat, build_choker, build_picker
 from peer.session import (
     Session,
 )
@@ -908,3 +908,29 @@ def test_late_answers_to_a_block_asked_and_withdrawn_twice_are_harmless():
     assert h.session.downloaded == 0  # every answer was to a withdrawn request
     h.deliver(cid, block(first))  # a fourth: nobody asked for it
     assert cid in h.closed
+
+
+def test_a_triggered_rechoke_the_choker_rules_out_is_not_asked_for():
+    # Tit-for-tat's pre-check (trigger_may_change): with every regular slot in use a trigger
+    # changes nothing, so the choker is not asked and no views are built (most of the cost).
+    calls: list[str] = []
+
+    class Counting(TitForTat):
+        def rechoke(self, view: ChokeView) -> dict[str, Decision]:
+            calls.append(view.trigger)
+            return super().rechoke(view)
+
+    h = make_session(seed=True, choker=Counting(seed=1), unchoke_when_free=True)
+    cids = [h.connect(n) for n in range(11, 16)]
+    for cid in cids[:4]:
+        h.deliver(cid, wire.Interested(), now=1.0)
+    h.take(h.session.rechoke("interest", 1.0))
+    assert calls == ["interest"]
+    assert all(h.session.neighbour(cid).decision == "regular" for cid in cids[:4])
+    h.deliver(cids[4], wire.Interested(), now=2.0)
+    h.take(h.session.rechoke("interest", 2.0))
+    assert calls == ["interest"]  # no free slot: not asked
+    h.deliver(cids[0], wire.NotInterested(), now=3.0)
+    h.take(h.session.rechoke("interest", 3.0))
+    assert calls == ["interest", "interest"]  # a slot came free
+    assert h.session.neighbour(cids[4]).decision == "regular"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
+from peer.config import ProtocolSettings
 from peer.policy_types import ChokeView, Decision, DecisionKind, NeighbourView
 
 _UNCHANGED: dict[DecisionKind, Decision] = {
@@ -107,6 +108,12 @@ class TitForTat:
             is_new = rotated and peer not in keep
             why = "optimistic unchoke" + (" (rotated)" if is_new else "")
             decisions[peer] = Decision("optimistic", why, rotated=is_new)
+
+    def trigger_may_change(self, regular_in_use: int, waiting: int,
+                           settings: ProtocolSettings) -> bool:
+        """A triggered rechoke only fills free regular slots: it changes something only
+        when a slot is free and an interested, choked, not snubbing neighbour waits."""
+        return waiting > 0 and regular_in_use < (self.regular_slots or settings.regular_slots)
 
     def _fill_free_slots(self, view: ChokeView, regular_slots: int) -> dict[str, Decision]:
         decisions = {n.peer: _UNCHANGED[n.current] for n in view.neighbours}
