@@ -22,7 +22,7 @@ holds, and the initial seed would inject new pieces at a fraction of its capacit
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Collection, Hashable, Sequence
+from collections.abc import Callable, Collection, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from peer.config import BLOCK_SIZE
@@ -171,52 +171,41 @@ class PieceState:
             self._take_free(piece, requester, count - len(requests), requests)
         # 3. End game: ask for blocks already requested from others.
         if len(requests) < count and self.end_game:
+            busy = self._busy_blocks(requester, remote_has, outstanding)
             if end_game == "idle":
-                if not requests and not outstanding:
-                    self._take_least_requested(requester, remote_has, requests)
+                # One block, the least requested (the first among equals), and only to a
+                # neighbour with nothing out.
+                if not requests and not outstanding and (least := min(
+                        busy, key=lambda pb: len(pb[0].requesters[pb[1]]), default=None)):
+                    self._ask(*least, requester, requests)
                 return requests
-            for piece in self.active.values():
-                if not remote_has[piece.index] or not _open_to(piece, requester):
-                    continue
-                for block, state in enumerate(piece.block_state):
-                    if state != REQUESTED:
-                        continue
-                    begin = block * BLOCK_SIZE
-                    # Not twice to the same neighbour: neither a request it already has, nor
-                    # one made a moment ago in step 1 of this very call.
-                    if requester in piece.requesters[block] or \
-                            (piece.index, begin) in outstanding:
-                        continue
-                    piece.requesters[block].add(requester)
-                    length = min(BLOCK_SIZE, piece.size - begin)
-                    requests.append((piece.index, begin, length))
-                    if len(requests) >= count:
-                        return requests
+            for piece, block in busy:
+                self._ask(piece, block, requester, requests)
+                if len(requests) >= count:
+                    break
         return requests
 
-    def _take_least_requested(self, requester: Hashable, remote_has: Sequence[int],
-                              out: list[tuple[int, int, int]]) -> None:
-        """End game, ``idle``: the requested block with the fewest requesters (the oldest
-        piece's first among equals) that ``requester`` can send and was not asked for."""
-        best: tuple[ActivePiece, int] | None = None
-        fewest = 0
+    def _busy_blocks(self, requester: Hashable, remote_has: Sequence[int],
+                     outstanding: Collection[tuple[int, int]]) -> Iterator[tuple[ActivePiece, int]]:
+        """End game: (piece, block) of the blocks requested from others that ``requester`` has
+        and was not asked for, oldest piece first. Not twice to the same neighbour: neither a
+        request it already has (``outstanding``), nor one made a moment ago in this very call
+        (already among the block's requesters)."""
         for piece in self.active.values():
             if not remote_has[piece.index] or not _open_to(piece, requester):
                 continue
             for block, state in enumerate(piece.block_state):
-                requesters = piece.requesters[block]
-                if state == REQUESTED and requester not in requesters and \
-                        (best is None or len(requesters) < fewest):
-                    best, fewest = (piece, block), len(requesters)
-                    if fewest <= 1:
-                        break
-            if best is not None and fewest <= 1:
-                break
-        if best is not None:
-            piece, block = best
-            piece.requesters[block].add(requester)
-            begin = block * BLOCK_SIZE
-            out.append((piece.index, begin, min(BLOCK_SIZE, piece.size - begin)))
+                if state == REQUESTED and requester not in piece.requesters[block] and \
+                        (piece.index, block * BLOCK_SIZE) not in outstanding:
+                    yield piece, block
+
+    @staticmethod
+    def _ask(piece: ActivePiece, block: int, requester: Hashable,
+             out: list[tuple[int, int, int]]) -> None:
+        """Record ``requester`` as asked for ``block`` of ``piece`` and add the request."""
+        piece.requesters[block].add(requester)
+        begin = block * BLOCK_SIZE
+        out.append((piece.index, begin, min(BLOCK_SIZE, piece.size - begin)))
 
     def _candidates(self, remote_has: Sequence[int], from_seed: bool,
                     requester: Hashable) -> list[int]:
@@ -250,9 +239,7 @@ class PieceState:
                 break
             if state == FREE:
                 states[block] = REQUESTED
-                piece.requesters[block].add(requester)
-                begin = block * BLOCK_SIZE
-                out.append((piece.index, begin, min(BLOCK_SIZE, piece.size - begin)))
+                self._ask(piece, block, requester, out)
                 taken += 1
         piece.free_blocks -= taken
         self.free_in_active -= taken
