@@ -45,6 +45,7 @@ from peer.listen import accept_forever, listening_sockets
 from peer.metainfo import Metainfo, read_torrent
 from peer.pieces import PieceState
 from peer.policy import build_choker, build_picker
+from peer.policy_types import RechokeTrigger
 from peer.session import Session
 from peer.storage import open_storage
 from peer.tracker_client import Address, AnnounceRequest, AnnounceSchedule, TrackerClient
@@ -95,7 +96,9 @@ class Node:
         """trio's clock, bound once the run starts (one call instead of three: a peer reads
         the time for every batch of messages)."""
         self._nursery: trio.Nursery | None = None
-        self._rechoke_pending = False
+        self._rechoke_trigger: RechokeTrigger | None = None
+        """The first reason given for the rechoke asked for and not run yet (None: none)."""
+        self._rechoke_wanted = trio.Event()
         self._tick_scope: trio.CancelScope | None = None
         self._flush_due: float | None = None
         """When the pending log lines and lazy messages must go out (trio time); None: none."""
@@ -156,7 +159,8 @@ class Node:
                         for sock in listeners:
                             nursery.start_soon(accept_forever, sock, self._refuses_incoming,
                                                self._accept, nursery)
-                        for task in (self._ticker, self._rechoke_timer, self._announcer,
+                        for task in (self._ticker, self._rechoke_timer,
+                                     self._triggered_rechokes, self._announcer,
                                      self._keep_alives, self._dial_pacer):
                             nursery.start_soon(task)
                         reason = await self._wait_for_exit(signals)
@@ -344,15 +348,21 @@ class Node:
             await trio.sleep_until(deadline)
 
     def _request_rechoke(self, request: RechokeSoon) -> None:
-        if not self._rechoke_pending and self._nursery is not None:
-            self._rechoke_pending = True
+        if self._rechoke_trigger is None:
+            self._rechoke_trigger = request.trigger
+            self._rechoke_wanted.set()
 
-            async def soon() -> None:
-                await trio.sleep(0)
-                self._rechoke_pending = False
-                self._act(self.session.rechoke(request.trigger, self.now()))
-
-            self._nursery.start_soon(soon)
+    async def _triggered_rechokes(self) -> None:
+        """Run the rechokes asked for between rounds (``RechokeSoon``), each once the task
+        that asked yields: what asks in the meantime (the rest of a batch of messages) joins
+        the pending one. One long-lived task rather than a task spawned per rechoke: a spawn
+        and its first step cost more than the rechoke's own wake-up (docs/capacity.md)."""
+        while True:
+            await self._rechoke_wanted.wait()
+            self._rechoke_wanted = trio.Event()
+            trigger, self._rechoke_trigger = self._rechoke_trigger, None
+            if trigger is not None:
+                self._act(self.session.rechoke(trigger, self.now()))
 
     async def _keep_alives(self) -> None:
         """Queue keep-alives on connections silent for ``KEEPALIVE_PERIOD``: one sweep for the
