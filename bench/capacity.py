@@ -65,6 +65,7 @@ from bench.swarm_util import start_tracker
 from peer.metainfo import make_synthetic_torrent
 from peer.units import parse_size
 from testbed.bounds import p2p_time
+from testbed.rundir import cpu_model
 
 ROOT = Path(__file__).resolve().parent.parent
 MIB = 1 << 20
@@ -439,7 +440,8 @@ def main(argv: list[str] | None = None) -> int:
         args.keep.mkdir(parents=True, exist_ok=True)
     print(f"flash crowd: 1 seed at {SEED_UPLOAD_KIB} KiB/s, {args.leechers} leechers at "
           f"{LEECHER_UPLOAD_KIB} KiB/s, {size / MIB:g} MiB in 256 KiB pieces; D_p2p "
-          f"{d_p2p(size, args.leechers):.1f} s; {os.cpu_count()} CPUs", flush=True)
+          f"{d_p2p(size, args.leechers):.1f} s; {os.cpu_count()} CPUs ({cpu_model()}), load "
+          f"average {os.getloadavg()[0]:.1f}", flush=True)
     results: dict[str, list[RunResult]] = {c: [] for c in clients}
     for round_no in range(1, args.runs + 1):
         for client in clients:

@@ -188,7 +188,18 @@ def host_info() -> dict[str, Any]:
 
         memory = psutil.virtual_memory().total
     return {"hostname": socket.gethostname(), "cpus": os.cpu_count(), "memory": memory,
-            "platform": platform.platform()}
+            "platform": platform.platform(), "cpu_model": cpu_model()}
+
+
+def cpu_model() -> str | None:
+    """The processor's name (Linux's /proc/cpuinfo), or None where it cannot be read: CPU
+    figures are comparable only between runs on the same kind of processor."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                return value.strip()
+    return platform.processor() or None
 
 
 def collect_meta(*, command: list[str], seed: int, started_at: str,

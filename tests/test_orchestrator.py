@@ -185,7 +185,7 @@ def test_fake_run_completes_and_writes_the_run_directory(tmp_path, fakes, launch
     meta = json.loads((out / "meta.json").read_text())
     assert meta["schema"] == 1 and meta["seed"] == 7 and meta["command"][:2] == ["testbed", "run"]
     assert isinstance(meta["run_start_monotonic"], float)
-    assert meta["packages"]["trio"] and meta["host"]["cpus"]
+    assert meta["packages"]["trio"] and meta["host"]["cpus"] and meta["host"]["cpu_model"]
     config = json.loads((out / "peers/seed-0.json").read_text())
     assert config["content"] == "content/content.bin" and config["tracker"].endswith(
         ":6881/announce")
