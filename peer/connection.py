@@ -118,13 +118,26 @@ class Connection:
             self.send(wire.KEEPALIVE_BYTES)
 
     async def receive_handshake(self) -> wire.Handshake:
-        """Read until the remote's handshake is decoded; later bytes stay in the reader."""
+        """Read until the remote's handshake is decoded; later bytes stay in the reader. On a
+        plain socket as the reader task reads (``_read_socket``): a connection's set-up is what
+        a swarm of hundreds spends its start on (docs/capacity.md)."""
+        fd, reader = self.fd, self.reader
         while True:
-            data = await self.stream.receive_some(RECEIVE_SIZE)
-            if not data:
-                raise CloseConnection("handshake failed: closed")
-            self.reader.receive_data(data)
-            event = self.reader.next_event()
+            if fd is None:
+                data = await self.stream.receive_some(RECEIVE_SIZE)
+                if not data:
+                    raise CloseConnection("handshake failed: closed")
+                reader.receive_data(data)
+            else:
+                await trio.lowlevel.wait_readable(fd)
+                try:
+                    size = os.readv(fd, (_RECEIVE_BUFFER,))
+                except BlockingIOError:
+                    continue
+                if not size:
+                    raise CloseConnection("handshake failed: closed")
+                reader.receive_data(_RECEIVE_VIEW[:size])  # the shared buffer: before any await
+            event = reader.next_event()
             if event is wire.NEED_DATA:
                 continue
             assert isinstance(event, wire.Handshake)
@@ -183,7 +196,7 @@ class Connection:
                 now = clock()
             self.deliver_buffered(session, act, now)
 
-    async def _send(self, data: bytes) -> bool:
+    async def send_now(self, data: bytes) -> bool:
         """Send all of ``data``; True if that waited (a checkpoint), False if the socket took
         it at once (no checkpoint)."""
         fd = self.fd
@@ -236,7 +249,7 @@ class Connection:
                 for index, begin, length in uploads:
                     parts.append(wire.encode_piece_header(index, begin, length))
                     parts.append(read_block(index, begin, length))
-                waited = await self._send(b"".join(parts)) or waited
+                waited = await self.send_now(b"".join(parts)) or waited
                 now = clock()
                 self.last_sent = trio.current_time()
                 for _, _, length in uploads:
@@ -247,7 +260,7 @@ class Connection:
             if self.control:
                 data = b"".join(self.control)
                 self.control.clear()
-                await self._send(data)
+                await self.send_now(data)
                 self.last_sent = trio.current_time()
                 continue
             self.wakeup = trio.Event()

@@ -7,6 +7,8 @@ address of a neighbour is known and the neighbour is not dialled a second time.
 
 from __future__ import annotations
 
+import functools
+
 from peer import bencode, wire
 from peer.errors import BencodeError
 
@@ -22,8 +24,10 @@ def supports_extensions(reserved: bytes) -> bool:
     return bool(reserved[5] & EXTENSION_BIT)
 
 
+@functools.cache
 def extended_handshake(listen_port: int) -> bytes:
-    """Our BEP 10 handshake, encoded: only the port we listen on ("p")."""
+    """Our BEP 10 handshake, encoded: only the port we listen on ("p"). The same bytes for
+    every connection, so made once."""
     payload = b"\x00" + bencode.encode({"m": {}, "p": listen_port, "v": "bt-testbed"})
     return wire.encode(wire.Unknown(msg_id=EXTENDED, payload=payload))
 

@@ -509,7 +509,8 @@ class Node:
                         async with trio.open_nursery() as nursery:
                             nursery.start_soon(guarded, partial(
                                 conn.write, self.session, self.up_bucket, self.now))
-                            nursery.start_soon(guarded, partial(
+                            # The reader runs in this task: one task fewer per connection.
+                            await guarded(partial(
                                 conn.read, self.session, self.down_bucket, self._act, self.now))
         finally:
             reason = reasons[0] if reasons else "shutdown"
@@ -524,7 +525,7 @@ class Node:
         # neighbour, whose delay it then knows (peer/delayed.py).
         answer_later = self.links is not None and conn.direction == "in"
         if not answer_later:
-            await conn.stream.send_all(self.session.our_handshake)
+            await conn.send_now(self.session.our_handshake)
         sent = self.now()
         with trio.fail_after(HANDSHAKE_TIMEOUT):
             handshake = await conn.receive_handshake()
