@@ -276,6 +276,34 @@ async def test_bad_input_closes_only_that_connection(tmp_path, torrent, name, in
     assert events(node.log.records, "stop")
 
 
+async def test_a_handshake_in_pieces_is_read_whole_and_one_cut_short_closes(tmp_path, torrent):
+    # The handshake is read on the socket directly: a handshake arriving in two segments is
+    # reassembled, and a remote that closes halfway through is a failed handshake.
+    _, _, metainfo = torrent
+    node = make_node(node_config(tmp_path, torrent, role="seed", protocol=FAST))
+    ours = wire.encode(wire.Handshake(info_hash=metainfo.info_hash,
+                                      peer_id=b"-XX0000-slow00000000"))
+    with trio.fail_after(2):
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(node.run)
+            slow = await RawPeer.connect(port, NUM)
+            await slow.send(ours[:30])
+            await trio.sleep(0.05)
+            await slow.send(ours[30:])
+            assert isinstance(await slow.receive(), wire.Handshake)
+            await slow.expect(wire.Bitfield)
+            short = await RawPeer.connect(port, NUM)
+            await short.send(ours[:30])
+            assert isinstance(await short.receive(), wire.Handshake)  # nothing unread: a FIN
+            await short.aclose()
+            while len(events(node.log.records, "conn_close")) < 1:
+                await trio.sleep(0.01)
+            nursery.cancel_scope.cancel()
+    assert [c["reason"] for c in events(node.log.records, "conn_close")] == [
+        "handshake failed: closed", "shutdown"]
+    assert [o["peer"] for o in events(node.log.records, "conn_open")] == ["-XX0000-slow00000000"]
+
+
 async def test_a_stalled_connection_is_closed(tmp_path, torrent):
     _, _, metainfo = torrent
     node = make_node(node_config(tmp_path, torrent, role="seed", counters_period=0.1,
