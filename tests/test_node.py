@@ -340,9 +340,10 @@ async def test_a_second_connection_with_the_same_peer_id_is_refused(tmp_path, to
     assert len(events(node.log.records, "conn_open")) == 1
 
 
-async def test_the_triggers_of_one_batch_of_messages_make_one_rechoke(tmp_path, torrent):
-    # Interested, not interested and interested again arrive in one send: the first and the
-    # last each ask for a rechoke, and the second request joins the pending one.
+async def rechokes_when_told(tmp_path, torrent, *messages: wire.Message) -> list[dict]:
+    """The rechokes a seed logs (``unchoke_when_free``; the timer's only every 1000 s, so any
+    other is triggered) when a neighbour sends ``messages`` in one send, until it is
+    unchoked."""
     _, _, metainfo = torrent
     node = make_node(node_config(tmp_path, torrent, role="seed", protocol=ProtocolSettings(
         unchoke_when_free=True, rechoke_period=1000.0)))
@@ -352,28 +353,24 @@ async def test_the_triggers_of_one_batch_of_messages_make_one_rechoke(tmp_path, 
             peer = await RawPeer.connect(port, NUM)
             await peer.handshake(metainfo.info_hash, "-XX0000-keen00000000")
             await peer.expect(wire.Bitfield)
-            await peer.send(wire.Interested(), wire.NotInterested(), wire.Interested())
+            await peer.send(*messages)
             await peer.expect(wire.Unchoke)
-            await trio.sleep(0.05)
+            await trio.sleep(0.05)  # time for any further rechoke
             nursery.cancel_scope.cancel()
-    assert [r["trigger"] for r in events(node.log.records, "rechoke")] == ["timer", "interest"]
+    return events(node.log.records, "rechoke")
+
+
+async def test_the_triggers_of_one_batch_of_messages_make_one_rechoke(tmp_path, torrent):
+    # The first and the last message each ask for a rechoke; the second request joins the
+    # pending one.
+    rechokes = await rechokes_when_told(tmp_path, torrent, wire.Interested(),
+                                        wire.NotInterested(), wire.Interested())
+    assert [r["trigger"] for r in rechokes] == ["timer", "interest"]
 
 
 async def test_interest_unchokes_at_once_with_unchoke_when_free(tmp_path, torrent):
-    # The timer rechoke comes only every 1000 s; the unchoke must come from the interest.
-    _, _, metainfo = torrent
-    node = make_node(node_config(tmp_path, torrent, role="seed", protocol=ProtocolSettings(
-        unchoke_when_free=True, rechoke_period=1000.0)))
-    with trio.fail_after(2):
-        async with trio.open_nursery() as nursery:
-            port = await nursery.start(node.run)
-            peer = await RawPeer.connect(port, NUM)
-            await peer.handshake(metainfo.info_hash, "-XX0000-keen00000000")
-            await peer.expect(wire.Bitfield)
-            await peer.send(wire.Interested())
-            await peer.expect(wire.Unchoke)
-            nursery.cancel_scope.cancel()
-    timer, interest = events(node.log.records, "rechoke")
+    # The unchoke must come from the interest, not from the timer.
+    timer, interest = await rechokes_when_told(tmp_path, torrent, wire.Interested())
     assert (timer["trigger"], timer["nbrs"]) == ("timer", [])
     assert interest["trigger"] == "interest"
     assert [(n["peer"], n["decision"], n["reason"]) for n in interest["nbrs"]] == [
