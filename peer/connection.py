@@ -130,13 +130,11 @@ class Connection:
                 reader.receive_data(data)
             else:
                 await trio.lowlevel.wait_readable(fd)
-                try:
-                    size = os.readv(fd, (_RECEIVE_BUFFER,))
-                except BlockingIOError:
+                size = self._read_ready(fd)
+                if size is None:
                     continue
                 if not size:
                     raise CloseConnection("handshake failed: closed")
-                reader.receive_data(_RECEIVE_VIEW[:size])  # the shared buffer: before any await
             event = reader.next_event()
             if event is wire.NEED_DATA:
                 continue
@@ -177,24 +175,33 @@ class Connection:
                            clock: Clock) -> None:
         """``read`` on a plain socket: wait until readable, then one read (one wake-up and one
         system call per batch of messages)."""
-        reader, cid, limited = self.reader, self.cid, not bucket.unlimited
-        wait_readable, readv = trio.lowlevel.wait_readable, os.readv
-        buffer, view = _RECEIVE_BUFFER, _RECEIVE_VIEW
+        cid, limited, read_ready = self.cid, not bucket.unlimited, self._read_ready
+        wait_readable = trio.lowlevel.wait_readable
         while True:
             await wait_readable(fd)
-            try:
-                size = readv(fd, (buffer,))
-            except BlockingIOError:
+            size = read_ready(fd)
+            if size is None:
                 continue
             if not size:
                 raise CloseConnection("remote closed")
-            # Into the reader before any await: the buffer is the process's, shared.
-            reader.receive_data(view[:size])
             now = clock()
             session.bytes_received(cid, now)
             if limited and await bucket.take(size):
                 now = clock()
             self.deliver_buffered(session, act, now)
+
+    def _read_ready(self, fd: int) -> int | None:
+        """Read what a readable socket holds into the wire reader, with one system call: the
+        bytes read (0: the remote closed, as the reader is told), None if nothing was there
+        after all. A plain function, so that task CPU stays charged to the task's own
+        coroutine (peer/taskcpu.py)."""
+        try:
+            size = os.readv(fd, (_RECEIVE_BUFFER,))
+        except BlockingIOError:
+            return None
+        # Into the reader before any await: the buffer is the process's, shared.
+        self.reader.receive_data(_RECEIVE_VIEW[:size])
+        return size
 
     async def send_now(self, data: bytes) -> bool:
         """Send all of ``data``; True if that waited (a checkpoint), False if the socket took
