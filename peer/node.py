@@ -361,8 +361,8 @@ class Node:
             await self._rechoke_wanted.wait()
             self._rechoke_wanted = trio.Event()
             trigger, self._rechoke_trigger = self._rechoke_trigger, None
-            if trigger is not None:
-                self._act(self.session.rechoke(trigger, self.now()))
+            assert trigger is not None  # the event is set only with a trigger
+            self._act(self.session.rechoke(trigger, self.now()))
 
     async def _keep_alives(self) -> None:
         """Queue keep-alives on connections silent for ``KEEPALIVE_PERIOD``: one sweep for the
